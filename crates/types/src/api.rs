@@ -1,0 +1,234 @@
+//! JSON shapes of the `/v1` HTTP API, shared by the server and the CLI.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Digest, ErrorKind, ImageConfig, Resources};
+
+/// An error as the API returns it: `{"error": {"kind": "...", "message": "..."}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// What kind of failure.
+    pub kind: ErrorKind,
+    /// What went wrong, and what would be right, for a person.
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ApiError,
+}
+
+/// One layer of an image or runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerInfo {
+    /// Content digest of the layer's file tree.
+    pub digest: Digest,
+    /// Bytes of file content in the layer.
+    pub size_bytes: u64,
+    /// Number of entries (files, directories, links, whiteouts).
+    pub entries: u64,
+    /// How many images and runtime versions use this layer.
+    pub shared_by: u64,
+    /// What made the layer: an instruction, `bootstrap`, or `import`.
+    pub created_by: String,
+}
+
+/// A base image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// The image's name.
+    pub name: String,
+    /// How it was made, e.g. `bootstrap bookworm (minbase)` or `import docker-archive`.
+    pub source: String,
+    /// Layers, bottom first.
+    pub layers: Vec<LayerInfo>,
+    /// Total bytes of all layers.
+    pub size_bytes: u64,
+    /// Process configuration.
+    pub config: ImageConfig,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+    /// Runtime versions built on this image (`name@version`).
+    pub used_by: Vec<String>,
+}
+
+/// One version of a runtime.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    /// The runtime's name.
+    pub name: String,
+    /// The version, from 1.
+    pub version: u32,
+    /// The base image (or runtime reference) its final stage started from.
+    pub base: String,
+    /// Layers, bottom first: the base's layers then the runtime's own.
+    pub layers: Vec<LayerInfo>,
+    /// Total bytes of all layers.
+    pub size_bytes: u64,
+    /// Process configuration (ENV, WORKDIR, USER, CMD, ENTRYPOINT, LABEL, EXPOSE).
+    pub config: ImageConfig,
+    /// Default resources for functions on this runtime.
+    pub resources: Resources,
+    /// Digest of the Dockerfile text it was built from.
+    pub dockerfile_digest: Digest,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// `POST /v1/images/{name}/bootstrap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapImageRequest {
+    /// Debian suite, e.g. `bookworm`.
+    pub suite: String,
+    /// Extra Debian packages to include.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Debian mirror URL; the server's default when unset.
+    #[serde(default)]
+    pub mirror: Option<String>,
+}
+
+/// The `spec` part of `POST /v1/runtimes` (the other part, `context`, is a tar of the build
+/// context).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRuntimeSpec {
+    /// The runtime's name; creating an existing name makes its next version.
+    pub name: String,
+    /// The Dockerfile text.
+    pub dockerfile: String,
+    /// `--build-arg` values.
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+    /// Default resources for functions on this runtime.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Ignore the layer cache.
+    #[serde(default)]
+    pub no_cache: bool,
+}
+
+/// `POST /v1/runtimes/{ref}/run`: a one-off command in a fresh instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The command and its arguments; the runtime's ENTRYPOINT/CMD when empty.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// Extra environment, `KEY=VALUE`.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// Share the host's network instead of a loopback-only namespace.
+    #[serde(default)]
+    pub network: bool,
+    /// Kill the command after this many milliseconds (default: the runtime's timeout × 10, at
+    /// most 1 hour).
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of the NDJSON stream that long operations (bootstrap, import, builds, runs) answer
+/// with. The last line is always `done` or `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A phase of the operation began or advanced.
+    Progress {
+        /// What is happening.
+        message: String,
+        /// Units done so far, when countable.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<u64>,
+        /// Units in all, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+    },
+    /// A build step began.
+    Step {
+        /// Build stage index, from 0.
+        stage: usize,
+        /// Step number within the whole build, from 1.
+        index: usize,
+        /// Number of steps in the whole build.
+        total: usize,
+        /// The instruction, as written (after variable expansion).
+        instruction: String,
+        /// Whether the layer cache served the step.
+        cached: bool,
+    },
+    /// A line of output from a build step or a command.
+    Output {
+        /// Which stream.
+        stream: Stream,
+        /// The line, without its newline.
+        line: String,
+    },
+    /// The operation succeeded; `result` is its JSON result.
+    Done {
+        /// The operation's result (an `ImageInfo`, a `RuntimeInfo`, a run's exit code...).
+        result: serde_json::Value,
+    },
+    /// The operation failed.
+    Error {
+        /// What failed.
+        error: ApiError,
+    },
+}
+
+/// The result of `POST /v1/runtimes/{ref}/run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunResult {
+    /// Exit code of the command (128 + signal when killed).
+    pub exit_code: i32,
+    /// Whether the command was killed at its timeout.
+    pub timed_out: bool,
+    /// Wall-clock milliseconds.
+    pub duration_ms: u64,
+}
+
+/// The result of `POST /v1/bootstrap`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapResult {
+    /// What was created (`image debian-bookworm`, `runtime python3@1`) or found already there.
+    pub items: Vec<BootstrapItem>,
+}
+
+/// One thing `strata bootstrap` makes sure exists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootstrapItem {
+    /// `image` or `runtime`.
+    pub kind: String,
+    /// Name, with version for runtimes.
+    pub name: String,
+    /// `created` or `unchanged`.
+    pub status: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_tagged_ndjson() {
+        let e = Event::Output { stream: Stream::Stderr, line: "x".into() };
+        let text = serde_json::to_string(&e).expect("serializes");
+        assert_eq!(text, r#"{"type":"output","stream":"stderr","line":"x"}"#);
+        let back: Event = serde_json::from_str(&text).expect("parses");
+        assert_eq!(back, e);
+    }
+}
