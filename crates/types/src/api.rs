@@ -225,7 +225,10 @@ mod tests {
 
     #[test]
     fn events_are_tagged_ndjson() {
-        let e = Event::Output { stream: Stream::Stderr, line: "x".into() };
+        let e = Event::Output {
+            stream: Stream::Stderr,
+            line: "x".into(),
+        };
         let text = serde_json::to_string(&e).expect("serializes");
         assert_eq!(text, r#"{"type":"output","stream":"stderr","line":"x"}"#);
         let back: Event = serde_json::from_str(&text).expect("parses");

@@ -43,7 +43,10 @@ impl ImageConfig {
 
     /// The value of `key`, if set.
     pub fn get_env(&self, key: &str) -> Option<&str> {
-        self.env.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.env
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The environment as `KEY=VALUE` strings, with a default `PATH` when none is set.
@@ -69,7 +72,10 @@ mod tests {
         c.set_env("A", "1");
         c.set_env("B", "2");
         c.set_env("A", "3");
-        assert_eq!(c.env, vec![("A".into(), "3".into()), ("B".into(), "2".into())]);
+        assert_eq!(
+            c.env,
+            vec![("A".into(), "3".into()), ("B".into(), "2".into())]
+        );
         assert_eq!(c.env_strings()[0], format!("PATH={DEFAULT_PATH}"));
         c.set_env("PATH", "/x");
         assert_eq!(c.env_strings(), vec!["A=3", "B=2", "PATH=/x"]);

@@ -26,8 +26,14 @@ impl Digest {
 
     /// Builds a digest from 64 lowercase hex digits (no `sha256:` prefix).
     pub fn from_hex(hex: &str) -> Result<Digest, DigestError> {
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
-            Ok(Digest { hex: hex.to_string() })
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
+            Ok(Digest {
+                hex: hex.to_string(),
+            })
         } else {
             Err(DigestError(hex.to_string()))
         }
@@ -90,7 +96,9 @@ mod tests {
         assert_eq!(d.to_string(), text);
         assert_eq!(d.short(), "abababababab");
         assert!("sha256:AB".parse::<Digest>().is_err());
-        assert!(format!("md5:{}", "ab".repeat(32)).parse::<Digest>().is_err());
+        assert!(format!("md5:{}", "ab".repeat(32))
+            .parse::<Digest>()
+            .is_err());
         assert!(Digest::from_hex(&"g".repeat(64)).is_err());
         assert_eq!(Digest::from_bytes(&[0xab; 32]), d);
     }

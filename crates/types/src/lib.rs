@@ -15,4 +15,6 @@ pub use config::{ImageConfig, DEFAULT_PATH};
 pub use digest::{Digest, DigestError};
 pub use error::ErrorKind;
 pub use name::{validate_name, NameError, RuntimeRef};
-pub use resources::{format_bytes, parse_cpu, parse_duration, parse_memory, QuantityError, Resources};
+pub use resources::{
+    format_bytes, parse_cpu, parse_duration, parse_memory, QuantityError, Resources,
+};

@@ -20,9 +20,9 @@ pub fn validate_name(name: &str) -> Result<(), NameError> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.as_bytes()[0].is_ascii_alphanumeric()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-'));
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+        });
     if ok {
         Ok(())
     } else {
@@ -53,7 +53,10 @@ impl FromStr for RuntimeRef {
             None => (s, None),
         };
         validate_name(name)?;
-        Ok(RuntimeRef { name: name.to_string(), version })
+        Ok(RuntimeRef {
+            name: name.to_string(),
+            version,
+        })
     }
 }
 

@@ -19,7 +19,9 @@ pub enum QuantityError {
 pub fn parse_memory(s: &str) -> Result<u64, QuantityError> {
     let err = || QuantityError::Memory(s.to_string());
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let mult: f64 = match unit {
         "" | "B" => 1.0,
@@ -66,7 +68,9 @@ pub fn parse_cpu(s: &str) -> Result<u32, QuantityError> {
 pub fn parse_duration(s: &str) -> Result<u64, QuantityError> {
     let err = || QuantityError::Duration(s.to_string());
     let t = s.trim();
-    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let mult = match unit {
         "ms" => 1.0,
@@ -119,7 +123,11 @@ pub struct Resources {
 impl Resources {
     /// The defaults Strata gives a runtime that sets none: 256Mi, 1 cpu, 30 s.
     pub fn platform_default() -> Resources {
-        Resources { memory_bytes: Some(256 << 20), cpu_millis: Some(1000), timeout_ms: Some(30_000) }
+        Resources {
+            memory_bytes: Some(256 << 20),
+            cpu_millis: Some(1000),
+            timeout_ms: Some(30_000),
+        }
     }
 
     /// Fills every unset field from `base`.
@@ -179,7 +187,10 @@ mod tests {
 
     #[test]
     fn inherit() {
-        let f = Resources { memory_bytes: Some(1 << 30), ..Default::default() };
+        let f = Resources {
+            memory_bytes: Some(1 << 30),
+            ..Default::default()
+        };
         let r = f.or(&Resources::platform_default());
         assert_eq!(r.memory_bytes, Some(1 << 30));
         assert_eq!(r.cpu_millis, Some(1000));
