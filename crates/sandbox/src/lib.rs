@@ -1,1 +1,34 @@
-//! placeholder
+//! Strata's sandbox: the one crate that spawns processes and touches mounts and cgroups.
+//!
+//! It owns turning container plans ([`ContainerSpec`], pure data) into OCI runtime configs
+//! ([`oci_config`], pure) and running them under runc ([`Runc`]); overlay and bind mounts of
+//! layer stacks ([`mount`]); resolving a `USER` against a root filesystem
+//! ([`host_user_lookup`]); bootstrapping Debian root filesystems ([`debootstrap_tar`]); and
+//! removing cgroups a crash left behind ([`cleanup_cgroups`]).
+//!
+//! It must not decide policy: which layers to stack, which limits, capabilities or network a
+//! container gets, when to start or stop one — callers hand it complete plans. It keeps no
+//! state of its own beyond what runc records under its state root, embeds no OCI runtime (runc
+//! is driven through its command line, never forked from inside this process), and knows
+//! nothing of HTTP, the metadata store or the content store.
+
+mod bootstrap;
+mod cgroup;
+mod error;
+pub mod mount;
+mod output;
+mod runc;
+mod spec;
+mod user;
+
+pub use bootstrap::debootstrap_tar;
+pub use cgroup::cleanup_cgroups;
+pub use error::SandboxError;
+pub use output::MAX_LINE_BYTES;
+pub use runc::{RunOutcome, Runc};
+pub use spec::{
+    build_capabilities, oci_config, validate_container_id, BindMount, ContainerSpec, Limits,
+    Network, TmpfsMount, DEFAULT_PATH_ENV,
+};
+pub use strata_types::api::Stream;
+pub use user::host_user_lookup;

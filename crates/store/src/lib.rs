@@ -1,1 +1,27 @@
-//! placeholder
+//! Strata's content store: the data directory's `blobs/`, `layers/` and `tmp/`.
+//!
+//! This crate owns content-addressed blobs (`blobs/sha256/<hex>`), unpacked layers
+//! (`layers/<hex>`, named by their [`tree_digest`] and used directly as overlayfs lower dirs, so
+//! they hold overlay-native whiteouts — character devices 0:0 — and opaque directories —
+//! `trusted.overlay.opaque=y`), scratch space under `tmp/`, safe extraction of untrusted tar
+//! archives ([`archive`]), normalization of captured overlay upper dirs into canonical layers
+//! ([`diff`]) and import of image archives ([`import`]).
+//!
+//! Every object is written under `tmp/`, made durable, renamed into place and its parent
+//! directory fsynced, so a crash never leaves a half-written object visible.
+//!
+//! It must not mount anything, spawn processes, touch cgroups or namespaces, or know about
+//! metadata, HTTP or async runtimes: callers (build, sandbox, control) do that and hand the store
+//! plain directories and readers.
+
+pub mod archive;
+pub mod diff;
+mod error;
+mod fsutil;
+pub mod import;
+mod store;
+mod tree;
+
+pub use error::StoreError;
+pub use store::{ScratchDir, Store};
+pub use tree::{tree_digest, LayerMeta};

@@ -1,0 +1,109 @@
+//! The server loop: open the platform, recover, make sure a token exists, serve until a signal.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use strata_control::{Platform, Settings};
+
+use crate::{router, AppState};
+
+/// The admin token's file name inside the data directory.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// How to run the server.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// OCI runtime binary.
+    pub runc: Option<PathBuf>,
+    /// Debian mirror for bootstraps.
+    pub mirror: Option<String>,
+    /// Largest upload in bytes.
+    pub max_upload: u64,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
+    let mut settings = Settings::new(opts.data_dir.clone());
+    if let Some(runc) = &opts.runc {
+        settings.runc = runc.clone();
+    }
+    if let Some(mirror) = &opts.mirror {
+        settings.mirror = mirror.clone();
+    }
+    std::fs::create_dir_all(&settings.runc_state).with_context(|| {
+        format!(
+            "creating runc state directory {}",
+            settings.runc_state.display()
+        )
+    })?;
+    let platform = Platform::open(settings).context("opening the data directory")?;
+    let recovery = platform
+        .recover()
+        .await
+        .context("recovering from the previous run")?;
+    tracing::info!(?recovery, "recovery done");
+    let token = ensure_token(&opts.data_dir).context("preparing the admin token")?;
+    let state = AppState {
+        platform: Arc::clone(&platform),
+        token: Arc::new(token),
+        max_upload: opts.max_upload,
+    };
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listening on {}", opts.listen))?;
+    tracing::info!(listen = %opts.listen, data = %opts.data_dir.display(), "strata server ready");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    tracing::info!("strata server stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
+}
+
+/// Reads the admin token, writing a fresh random one (mode 0600, atomically) on first start.
+pub fn ensure_token(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(TOKEN_FILE);
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_string();
+        if t.len() >= 32 {
+            return Ok(t);
+        }
+    }
+    let token = strata_control::random_hex(32);
+    let tmp = data_dir.join(format!(".{TOKEN_FILE}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    f.write_all(token.as_bytes())?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    std::fs::File::open(data_dir)?.sync_all()?;
+    Ok(token)
+}

@@ -1,0 +1,171 @@
+//! A blocking client of the `/v1` API.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use strata_types::api::{ErrorBody, Event};
+
+/// An API error, printed as the server's message plus a hint.
+#[derive(Debug)]
+pub struct ApiFailure {
+    pub status: u16,
+    pub kind: String,
+    pub message: String,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.message)?;
+        match self.kind.as_str() {
+            "unauthenticated" => write!(
+                f,
+                "\nhint: run as a user who can read the server's admin.token, or set STRATA_TOKEN / --token"
+            ),
+            "not_found" if self.status == 404 && self.message.starts_with("no such route") => {
+                write!(f, "\nhint: the server is older than this client")
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+impl std::error::Error for ApiFailure {}
+
+pub struct Api {
+    base: String,
+    token: Option<String>,
+    http: Client,
+}
+
+impl Api {
+    pub fn new(server: &str, token: Option<String>) -> anyhow::Result<Api> {
+        let http = Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(None)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Api {
+            base: server.trim_end_matches('/').to_string(),
+            token,
+            http,
+        })
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    }
+
+    fn send(&self, r: RequestBuilder) -> anyhow::Result<Response> {
+        let resp = r.send().map_err(|e| {
+            if e.is_connect() {
+                anyhow!(
+                    "cannot reach the Strata server at {}: is `strata server` running? (set --server or STRATA_URL)",
+                    self.base
+                )
+            } else {
+                anyhow!(e).context(format!("request to {} failed", self.base))
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let status = resp.status().as_u16();
+        let text = resp.text().unwrap_or_default();
+        match serde_json::from_str::<ErrorBody>(&text) {
+            Ok(b) => Err(ApiFailure {
+                status,
+                kind: b.error.kind.to_string(),
+                message: b.error.message,
+            }
+            .into()),
+            Err(_) => bail!("server answered {status}: {text}"),
+        }
+    }
+
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        Ok(self.send(self.req(reqwest::Method::GET, path))?.json()?)
+    }
+
+    pub fn delete_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let resp = self.send(self.req(reqwest::Method::DELETE, path))?;
+        let text = resp.text()?;
+        Ok(if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text)?
+        })
+    }
+
+    /// POSTs JSON and follows the NDJSON event stream; returns the `done` result.
+    pub fn post_stream(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp = self.send(self.req(reqwest::Method::POST, path).json(body))?;
+        follow(resp, on_event)
+    }
+
+    /// POSTs a file and follows the event stream.
+    pub fn post_file_stream(
+        &self,
+        path: &str,
+        file: &Path,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> anyhow::Result<serde_json::Value> {
+        let f = std::fs::File::open(file).with_context(|| format!("opening {}", file.display()))?;
+        let len = f.metadata()?.len();
+        let body = reqwest::blocking::Body::sized(f, len);
+        let resp = self.send(
+            self.req(reqwest::Method::POST, path)
+                .header("content-type", "application/x-tar")
+                .body(body),
+        )?;
+        follow(resp, on_event)
+    }
+
+    /// POSTs a multipart form and follows the event stream.
+    pub fn post_form_stream(
+        &self,
+        path: &str,
+        form: reqwest::blocking::multipart::Form,
+        on_event: &mut dyn FnMut(&Event),
+    ) -> anyhow::Result<serde_json::Value> {
+        let resp = self.send(self.req(reqwest::Method::POST, path).multipart(form))?;
+        follow(resp, on_event)
+    }
+}
+
+fn follow(resp: Response, on_event: &mut dyn FnMut(&Event)) -> anyhow::Result<serde_json::Value> {
+    let reader = BufReader::new(resp);
+    for line in reader.lines() {
+        let line = line.context("reading the server's event stream")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let event: Event =
+            serde_json::from_str(&line).with_context(|| format!("bad event line: {line}"))?;
+        match event {
+            Event::Done { result } => return Ok(result),
+            Event::Error { error } => {
+                return Err(ApiFailure {
+                    status: 200,
+                    kind: error.kind.to_string(),
+                    message: error.message,
+                }
+                .into())
+            }
+            other => on_event(&other),
+        }
+    }
+    bail!("the server closed the event stream before the operation finished (did it restart?)")
+}

@@ -1,0 +1,389 @@
+//! Each command: argument parsing plus one API call.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use strata_types::api::{
+    BootstrapImageRequest, BootstrapResult, CreateRuntimeSpec, ImageInfo, RunRequest, RunResult,
+    RuntimeInfo,
+};
+use strata_types::{parse_cpu, parse_duration, parse_memory, validate_name, Resources, RuntimeRef};
+
+use crate::client::Api;
+use crate::output::{self, Progress};
+use crate::{Cli, Command, Format};
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Data directory (metadata, layers, blobs, admin token).
+    #[arg(long, env = "STRATA_DATA", default_value = "/var/lib/strata")]
+    pub data: PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: SocketAddr,
+    /// OCI runtime binary (runc or a runc-compatible one).
+    #[arg(long, env = "STRATA_RUNC")]
+    pub runc: Option<PathBuf>,
+    /// Debian mirror for image bootstraps.
+    #[arg(long, env = "STRATA_MIRROR")]
+    pub mirror: Option<String>,
+    /// Largest upload (image archive or build context), e.g. 8Gi.
+    #[arg(long, default_value = "8Gi")]
+    pub max_upload: String,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "STRATA_LOG", default_value = "info")]
+    pub log: String,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ImageCmd {
+    /// Build a Debian root file system from the mirror and store it as an image.
+    Bootstrap {
+        /// Image name.
+        name: String,
+        /// Debian suite.
+        #[arg(long, default_value = "bookworm")]
+        suite: String,
+        /// Extra packages, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        include: Vec<String>,
+        /// Debian mirror (default: the server's).
+        #[arg(long)]
+        mirror: Option<String>,
+    },
+    /// Import an OCI image layout, a `docker save` archive or a root file-system tar.
+    Import {
+        /// Image name.
+        name: String,
+        /// The archive (.tar or .tar.gz).
+        file: PathBuf,
+    },
+    /// List images.
+    Ls,
+    /// Show an image's layers and configuration.
+    Describe {
+        /// Image name.
+        name: String,
+    },
+    /// Remove an image (refused while a runtime uses it).
+    Rm {
+        /// Image name.
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RuntimeCmd {
+    /// Build a runtime from a Dockerfile; an existing NAME gets its next version.
+    Create(CreateArgs),
+    /// List runtime versions.
+    Ls,
+    /// Show a runtime version: base, layers, configuration, default resources.
+    Describe {
+        /// NAME (newest) or NAME@VERSION.
+        reference: String,
+    },
+    /// Remove a runtime version, or all versions of a name.
+    Rm {
+        /// NAME (every version) or NAME@VERSION.
+        reference: String,
+    },
+    /// Run a one-off command in a fresh instance of a runtime; exits with its exit code.
+    Run {
+        /// NAME or NAME@VERSION.
+        reference: String,
+        /// Share the host's network (default: loopback only).
+        #[arg(long)]
+        network: bool,
+        /// Extra environment, KEY=VALUE.
+        #[arg(short = 'e', long = "env")]
+        env: Vec<String>,
+        /// Kill the command after this long (e.g. 30s, 5m).
+        #[arg(long)]
+        timeout: Option<String>,
+        /// The command and its arguments (default: the runtime's ENTRYPOINT and CMD).
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Runtime name.
+    pub name: String,
+    /// The Dockerfile.
+    #[arg(short = 'f', long = "file")]
+    pub file: PathBuf,
+    /// Build context directory (default: none).
+    #[arg(long)]
+    pub context: Option<PathBuf>,
+    /// Default memory limit for functions, e.g. 256Mi.
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// Default CPU limit, e.g. 0.5 or 500m.
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Default invocation timeout, e.g. 30s.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Build argument, KEY=VALUE.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Ignore the layer cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Server(args) = &cli.command {
+        return server(args);
+    }
+    let token = cli.token.clone().or_else(|| {
+        std::fs::read_to_string(cli.data_dir.join(strata_api::TOKEN_FILE))
+            .ok()
+            .map(|t| t.trim().to_string())
+    });
+    let api = Api::new(&cli.server, token)?;
+    let fmt = cli.output;
+    match cli.command {
+        Command::Server(_) => unreachable!("handled above"),
+        Command::Bootstrap => {
+            let r: BootstrapResult = stream(fmt, |on| {
+                api.post_stream("/v1/bootstrap", &serde_json::json!({}), on)
+            })?;
+            print(fmt, &r, |r| {
+                r.items
+                    .iter()
+                    .map(|i| format!("{:<8} {:<20} {}\n", i.kind, i.name, i.status))
+                    .collect()
+            })
+        }
+        Command::Image(cmd) => image(&api, fmt, cmd),
+        Command::Runtime(cmd) => runtime(&api, fmt, cmd),
+    }
+}
+
+fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&args.log).context("invalid --log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let max_upload = parse_memory(&args.max_upload)?;
+    let opts = strata_api::ServerOptions {
+        data_dir: args.data.clone(),
+        listen: args.listen,
+        runc: args.runc.clone(),
+        mirror: args.mirror.clone(),
+        max_upload,
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(strata_api::serve(opts))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Follows an event stream with progress on stderr; returns the typed result.
+fn stream<T: serde::de::DeserializeOwned>(
+    _fmt: Format,
+    call: impl FnOnce(&mut dyn FnMut(&strata_types::api::Event)) -> anyhow::Result<serde_json::Value>,
+) -> anyhow::Result<T> {
+    let mut progress = Progress::new(false);
+    let result = call(&mut |e| progress.event(e));
+    progress.finish();
+    serde_json::from_value(result?).context("unexpected result from the server")
+}
+
+fn print<T: Serialize>(
+    fmt: Format,
+    value: &T,
+    human: impl FnOnce(&T) -> String,
+) -> anyhow::Result<ExitCode> {
+    match fmt {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Table => print!("{}", human(value)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn image(api: &Api, fmt: Format, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ImageCmd::Bootstrap {
+            name,
+            suite,
+            include,
+            mirror,
+        } => {
+            validate_name(&name)?;
+            let req = BootstrapImageRequest {
+                suite,
+                include,
+                mirror,
+            };
+            let info: ImageInfo = stream(fmt, |on| {
+                api.post_stream(&format!("/v1/images/{name}/bootstrap"), &req, on)
+            })?;
+            print(fmt, &info, output::image)
+        }
+        ImageCmd::Import { name, file } => {
+            validate_name(&name)?;
+            if !file.is_file() {
+                bail!(
+                    "{} is not a file: give an OCI layout, docker-save or root file-system tar",
+                    file.display()
+                );
+            }
+            eprintln!("==> uploading {}", file.display());
+            let info: ImageInfo = stream(fmt, |on| {
+                api.post_file_stream(&format!("/v1/images/{name}/import"), &file, on)
+            })?;
+            print(fmt, &info, output::image)
+        }
+        ImageCmd::Ls => {
+            let list: Vec<ImageInfo> = api.get("/v1/images")?;
+            print(fmt, &list, |l| output::images(l))
+        }
+        ImageCmd::Describe { name } => {
+            let info: ImageInfo = api.get(&format!("/v1/images/{name}"))?;
+            print(fmt, &info, output::image)
+        }
+        ImageCmd::Rm { name } => {
+            api.delete_json(&format!("/v1/images/{name}"))?;
+            print(fmt, &serde_json::json!({ "removed": [name] }), |_| {
+                format!("removed image {name}\n")
+            })
+        }
+    }
+}
+
+fn runtime(api: &Api, fmt: Format, cmd: RuntimeCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        RuntimeCmd::Create(args) => create_runtime(api, fmt, args),
+        RuntimeCmd::Ls => {
+            let list: Vec<RuntimeInfo> = api.get("/v1/runtimes")?;
+            print(fmt, &list, |l| output::runtimes(l))
+        }
+        RuntimeCmd::Describe { reference } => {
+            let r: RuntimeRef = reference.parse()?;
+            let info: RuntimeInfo = api.get(&format!("/v1/runtimes/{r}"))?;
+            print(fmt, &info, output::runtime)
+        }
+        RuntimeCmd::Rm { reference } => {
+            let r: RuntimeRef = reference.parse()?;
+            let removed = api.delete_json(&format!("/v1/runtimes/{r}"))?;
+            print(fmt, &removed, |v| {
+                let list: Vec<String> = v["removed"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|x| x.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                format!("removed {}\n", list.join(", "))
+            })
+        }
+        RuntimeCmd::Run {
+            reference,
+            network,
+            env,
+            timeout,
+            command,
+        } => {
+            let r: RuntimeRef = reference.parse()?;
+            let timeout_ms = timeout.as_deref().map(parse_duration).transpose()?;
+            let req = RunRequest {
+                command,
+                env,
+                network,
+                timeout_ms,
+            };
+            let mut progress = Progress::new(fmt == Format::Table);
+            let result = api.post_stream(&format!("/v1/runtimes/{r}/run"), &req, &mut |e| {
+                if fmt == Format::Json {
+                    // Scripts get the result on stdout; command output goes to stderr.
+                    if let strata_types::api::Event::Output { line, .. } = e {
+                        eprintln!("{line}");
+                    }
+                } else {
+                    progress.event(e)
+                }
+            });
+            progress.finish();
+            let result: RunResult = serde_json::from_value(result?)?;
+            if fmt == Format::Json {
+                println!("{}", serde_json::to_string_pretty(&result)?);
+            } else if result.timed_out {
+                eprintln!(
+                    "strata: the command timed out after {:.1}s and was killed",
+                    result.duration_ms as f64 / 1000.0
+                );
+            }
+            Ok(ExitCode::from(result.exit_code.clamp(0, 255) as u8))
+        }
+    }
+}
+
+fn create_runtime(api: &Api, fmt: Format, args: CreateArgs) -> anyhow::Result<ExitCode> {
+    validate_name(&args.name)?;
+    let dockerfile = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("reading the Dockerfile {}", args.file.display()))?;
+    let resources = Resources {
+        memory_bytes: args.memory.as_deref().map(parse_memory).transpose()?,
+        cpu_millis: args.cpu.as_deref().map(parse_cpu).transpose()?,
+        timeout_ms: args.timeout.as_deref().map(parse_duration).transpose()?,
+    };
+    let mut build_args = BTreeMap::new();
+    for a in &args.build_args {
+        let (k, v) = a
+            .split_once('=')
+            .with_context(|| format!("invalid --build-arg {a:?}: expected KEY=VALUE"))?;
+        build_args.insert(k.to_string(), v.to_string());
+    }
+    let spec = CreateRuntimeSpec {
+        name: args.name.clone(),
+        dockerfile,
+        build_args,
+        resources,
+        no_cache: args.no_cache,
+    };
+    let mut form =
+        reqwest::blocking::multipart::Form::new().text("spec", serde_json::to_string(&spec)?);
+    if let Some(dir) = &args.context {
+        if !dir.is_dir() {
+            bail!("the build context {} is not a directory", dir.display());
+        }
+        let file =
+            tempfile::tempfile().context("creating a temporary file for the build context")?;
+        let n = crate::context::pack(dir, &file)?;
+        let len = file.metadata()?.len();
+        eprintln!(
+            "==> sending build context: {n} entries, {}",
+            strata_types::format_bytes(len)
+        );
+        let mut file = file;
+        use std::io::Seek;
+        file.rewind()?;
+        let part = reqwest::blocking::multipart::Part::reader_with_length(file, len)
+            .file_name("context.tar")
+            .mime_str("application/x-tar")?;
+        form = form.part("context", part);
+    }
+    let info: RuntimeInfo = stream(fmt, |on| api.post_form_stream("/v1/runtimes", form, on))?;
+    print(fmt, &info, |r| {
+        format!(
+            "created runtime {}@{}\n{}",
+            r.name,
+            r.version,
+            output::runtime(r)
+        )
+    })
+}

@@ -1,0 +1,270 @@
+//! Harness for end-to-end tests: a real `strata server` on a free port with its own data
+//! directory, driven through the real `strata` CLI.
+
+#![allow(dead_code)]
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_strata");
+
+/// Why a privileged test cannot run here, if it cannot.
+pub fn skip_reason() -> Option<String> {
+    // /proc/self is owned by the effective uid.
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .unwrap_or(1);
+    if uid != 0 {
+        return Some("needs root (containers, overlay mounts)".into());
+    }
+    if Command::new("runc")
+        .arg("--version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
+        return Some("runc is not installed (scripts/install-deps installs it)".into());
+    }
+    if !rootfs_tar().is_file() {
+        return Some(format!(
+            "no test root file system at {} (scripts/test makes it with mmdebstrap)",
+            rootfs_tar().display()
+        ));
+    }
+    None
+}
+
+/// Skips the calling test (with a printed reason) when it cannot run here.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if let Some(why) = common::skip_reason() {
+            eprintln!("SKIPPED: {why}");
+            return;
+        }
+    };
+}
+
+pub fn rootfs_tar() -> PathBuf {
+    std::env::var_os("STRATA_TEST_ROOTFS_TAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../target/test-cache/bookworm-minbase.tar"
+            ))
+        })
+}
+
+pub struct Server {
+    child: Option<Child>,
+    pub data: tempfile::TempDir,
+    pub url: String,
+    listen: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Server {
+    pub fn start() -> Server {
+        let data = tempfile::Builder::new()
+            .prefix("strata-e2e-")
+            .tempdir()
+            .expect("tempdir");
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut s = Server {
+            child: None,
+            url: format!("http://{listen}"),
+            listen,
+            data,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data.path().join("server.log"))
+            .expect("log");
+        let child = Command::new(BIN)
+            .args(["server", "--data"])
+            .arg(self.data.path())
+            .args(["--listen", &self.listen, "--log", "info"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(&self.listen).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "server did not start:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("admin.token"))
+            .expect("token")
+            .trim()
+            .to_string()
+    }
+
+    /// Kills the server with SIGKILL (no clean-up) and starts it again on the same data.
+    pub fn kill9_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.spawn();
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("STRATA_URL", &self.url)
+            .env("STRATA_TOKEN", self.token())
+            .env_remove("STRATA_DATA");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run strata")
+    }
+
+    /// Runs a command that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "strata {args:?} failed ({:?})\nstdout:\n{}\nstderr:\n{}\nserver log tail:\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            tail(&self.log(), 30)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs a command that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "strata {args:?} should have failed:\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Runs with `-o json` and parses stdout.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["-o", "json"];
+        a.extend(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("bad JSON from {args:?}: {e}\n{out}"))
+    }
+
+    /// Imports the shared test root file system as image `name`.
+    pub fn import_base(&self, name: &str) {
+        self.ok(&[
+            "image",
+            "import",
+            name,
+            rootfs_tar().to_str().expect("utf8"),
+        ]);
+    }
+
+    /// Paths mounted under the data directory (must be none when idle).
+    pub fn mounts(&self) -> Vec<String> {
+        let data = self.data.path().to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .filter(|m| m.starts_with(&data))
+            .collect()
+    }
+
+    /// Entries left in the scratch area.
+    pub fn scratch_entries(&self) -> Vec<String> {
+        std::fs::read_dir(self.data.path().join("tmp"))
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asserts that nothing of a container or build is left behind.
+    pub fn assert_clean(&self) {
+        assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
+        assert_eq!(
+            self.scratch_entries(),
+            Vec::<String>::new(),
+            "scratch files left behind"
+        );
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.data.path().join("work").join(rel);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+        p
+    }
+
+    pub fn work(&self) -> PathBuf {
+        self.data.path().join("work")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SIGTERM for a graceful stop, then make sure.
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf8 path")
+}

@@ -1,0 +1,168 @@
+//! Strata's use cases: what the API can ask the platform to do.
+//!
+//! This crate owns the orchestration of images (bootstrap, import, removal), runtime builds from
+//! Dockerfiles (plan → steps in containers → layers), one-off runs, the built-in bootstrap, and
+//! recovery at start-up. It drives the mechanisms — `strata-meta`, `strata-store`,
+//! `strata-dockerfile`, `strata-sandbox` — and never sees HTTP: callers pass typed requests and an
+//! [`Emitter`] for progress, and get typed results or a [`ControlError`] with a kind.
+
+mod build;
+mod builtin;
+mod copy;
+mod error;
+mod events;
+mod images;
+mod recover;
+mod run;
+mod runtimes;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use strata_meta::Meta;
+use strata_sandbox::Runc;
+use strata_store::Store;
+
+pub use builtin::{BASE_IMAGE, BUILTIN_RUNTIMES};
+pub use error::ControlError;
+pub use events::Emitter;
+pub use recover::Recovery;
+
+/// Prefix of every container id and cgroup Strata creates, so recovery can find its own.
+pub const CONTAINER_PREFIX: &str = "strata-";
+
+/// Platform settings, read once at start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory: `meta.db`, `blobs/`, `layers/`, `tmp/`, the admin token.
+    pub data_dir: PathBuf,
+    /// The OCI runtime binary (runc, or a runc-compatible one).
+    pub runc: PathBuf,
+    /// runc's state directory (a tmpfs such as `/run/strata/runc`).
+    pub runc_state: PathBuf,
+    /// Debian mirror for image bootstraps.
+    pub mirror: String,
+    /// A CA bundle made visible to build steps (read-only, never written into a layer), so
+    /// package managers trust the same TLS roots as the host. `None` disables it.
+    pub build_ca_bundle: Option<PathBuf>,
+    /// Environment passed to every build step (proxy settings), `KEY=VALUE`.
+    pub build_env: Vec<String>,
+    /// Memory limit of a build step.
+    pub build_memory_bytes: u64,
+    /// Process limit of a build step.
+    pub build_pids: i64,
+    /// Time limit of one build step.
+    pub build_step_timeout: std::time::Duration,
+    /// Largest accepted build context (bytes, unpacked).
+    pub max_context_bytes: u64,
+    /// cgroup parent of every Strata container.
+    pub cgroup_parent: String,
+}
+
+impl Settings {
+    /// Defaults for a data directory: runc from `PATH`, Debian's main mirror, the host's CA
+    /// bundle when present, proxy variables from the environment. runc's state and the cgroups
+    /// live under a tag derived from the data directory, so two servers on one host (with
+    /// different data directories) never see, or clean up, each other's containers.
+    pub fn new(data_dir: PathBuf) -> Settings {
+        let absolute = std::path::absolute(&data_dir).unwrap_or_else(|_| data_dir.clone());
+        let tag = {
+            use sha2::Digest as _;
+            hex::encode(&sha2::Sha256::digest(absolute.as_os_str().as_encoded_bytes())[..6])
+        };
+        let ca = PathBuf::from("/etc/ssl/certs/ca-certificates.crt");
+        let build_env = [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "NO_PROXY",
+            "http_proxy",
+            "https_proxy",
+            "no_proxy",
+        ]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| format!("{k}={v}")))
+        .collect();
+        Settings {
+            data_dir,
+            runc: PathBuf::from("runc"),
+            runc_state: PathBuf::from(format!("/run/strata/{tag}/runc")),
+            mirror: "http://deb.debian.org/debian".into(),
+            build_ca_bundle: ca.exists().then_some(ca),
+            build_env,
+            build_memory_bytes: 4 << 30,
+            build_pids: 4096,
+            build_step_timeout: std::time::Duration::from_secs(30 * 60),
+            max_context_bytes: 1 << 30,
+            cgroup_parent: format!("strata/{tag}"),
+        }
+    }
+}
+
+/// The platform: one per server process.
+pub struct Platform {
+    settings: Settings,
+    meta: Meta,
+    store: Store,
+    runc: Runc,
+    /// Builds, imports and runs hold this shared; layer collection holds it exclusively, so a
+    /// layer found in the cache is never collected under a build that is about to use it.
+    gc_lock: tokio::sync::RwLock<()>,
+    /// One `strata bootstrap` at a time.
+    bootstrap_lock: tokio::sync::Mutex<()>,
+}
+
+impl Platform {
+    /// Opens the data directory (creating it), the metadata database and the store.
+    pub fn open(settings: Settings) -> Result<Arc<Platform>, ControlError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            ControlError::io(
+                format!("create data directory {}", settings.data_dir.display()),
+                e,
+            )
+        })?;
+        let meta = Meta::open(&settings.data_dir.join("meta.db"))?;
+        let store = Store::open(&settings.data_dir)?;
+        let runc = Runc::new(settings.runc.clone(), settings.runc_state.clone());
+        Ok(Arc::new(Platform {
+            settings,
+            meta,
+            store,
+            runc,
+            gc_lock: tokio::sync::RwLock::new(()),
+            bootstrap_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The metadata store (for diagnostics and tests).
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// The content store (for diagnostics and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+/// A fresh random id of `n` bytes, hex-encoded.
+pub fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // getrandom only fails when the kernel has no entropy source at all; fall back to the clock
+    // and pid, which still gives unique (not secret) ids.
+    if getrandom::fill(&mut buf).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let seed = t ^ ((std::process::id() as u128) << 64);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (seed >> ((i % 16) * 8)) as u8;
+        }
+    }
+    hex::encode(buf)
+}

@@ -1,0 +1,137 @@
+//! Runtimes: versions built from Dockerfiles, listed, described and removed.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+use strata_meta::{NewRuntime, RuntimeRecord};
+use strata_store::archive::{ExtractOptions, Limits as ArchiveLimits, Whiteouts};
+use strata_types::api::{CreateRuntimeSpec, RuntimeInfo};
+use strata_types::{validate_name, Digest, Resources, RuntimeRef};
+
+use crate::build::blocking;
+use crate::{ControlError, Emitter, Platform};
+
+impl Platform {
+    /// Builds a runtime from a Dockerfile and records it as the next version of `spec.name`.
+    /// `context` is a tar of the build context (none: an empty context). Nothing is recorded
+    /// unless every step succeeds.
+    pub async fn create_runtime(
+        self: &Arc<Self>,
+        spec: &CreateRuntimeSpec,
+        context: Option<&Path>,
+        events: &Emitter,
+    ) -> Result<RuntimeInfo, ControlError> {
+        validate_name(&spec.name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        // Every parse and plan error surfaces here, before anything runs.
+        let (plan, externals) = self.plan_dockerfile(&spec.dockerfile, &spec.build_args)?;
+        let _lease = self.gc_lock.read().await;
+        let ctx = self.store.scratch_dir("context")?;
+        if let Some(tar) = context {
+            let tar = tar.to_path_buf();
+            let dest = ctx.path().to_path_buf();
+            let limits = ArchiveLimits {
+                max_bytes: self.settings.max_context_bytes,
+                ..ArchiveLimits::default()
+            };
+            blocking(move || -> Result<(), ControlError> {
+                let file = std::fs::File::open(&tar)
+                    .map_err(|e| ControlError::io("open build context", e))?;
+                let mut reader = strata_store::archive::open_maybe_compressed(Box::new(file))?;
+                strata_store::archive::extract_tar(
+                    &mut reader,
+                    &dest,
+                    Whiteouts::Keep,
+                    &ExtractOptions {
+                        skip_device_nodes: true,
+                        preserve_owner: false,
+                    },
+                    &limits,
+                )?;
+                Ok(())
+            })
+            .await?;
+        }
+        let steps: usize = plan
+            .needed_stages()
+            .iter()
+            .map(|&i| plan.stages[i].steps.len())
+            .sum();
+        events.progress(format!("building runtime {} ({steps} steps)", spec.name));
+        let built = self
+            .execute_plan(&plan, &externals, ctx.path(), spec.no_cache, events)
+            .await?;
+        let rec = self.meta.insert_runtime(&NewRuntime {
+            name: spec.name.clone(),
+            base: built.base,
+            base_image: built.base_image,
+            config: built.config,
+            resources: spec.resources.or(&Resources::platform_default()),
+            dockerfile: spec.dockerfile.clone(),
+            dockerfile_digest: text_digest(&spec.dockerfile),
+            layers: built.layers,
+        })?;
+        tracing::info!(runtime = %rec.reference(), layers = rec.layers.len(), "runtime created");
+        self.runtime_info(rec)
+    }
+
+    /// Every runtime version.
+    pub fn runtimes(&self) -> Result<Vec<RuntimeInfo>, ControlError> {
+        self.meta
+            .runtimes()?
+            .into_iter()
+            .map(|r| self.runtime_info(r))
+            .collect()
+    }
+
+    /// One runtime version (`name` alone: the newest).
+    pub fn runtime(&self, r: &RuntimeRef) -> Result<RuntimeInfo, ControlError> {
+        let rec = self.runtime_record(r)?;
+        self.runtime_info(rec)
+    }
+
+    pub(crate) fn runtime_record(&self, r: &RuntimeRef) -> Result<RuntimeRecord, ControlError> {
+        self.meta
+            .runtime(&r.name, r.version)?
+            .ok_or_else(|| ControlError::NotFound {
+                what: "runtime",
+                name: r.to_string(),
+            })
+    }
+
+    fn runtime_info(&self, rec: RuntimeRecord) -> Result<RuntimeInfo, ControlError> {
+        let layers = self.layer_infos(&rec.layers)?;
+        Ok(RuntimeInfo {
+            size_bytes: layers.iter().map(|l| l.size_bytes).sum(),
+            name: rec.name,
+            version: rec.version,
+            base: rec.base,
+            layers,
+            config: rec.config,
+            resources: rec.resources,
+            dockerfile_digest: rec.dockerfile_digest,
+            created_at: rec.created_at,
+        })
+    }
+
+    /// Removes one version, or every version of a name. Returns the removed references.
+    pub async fn delete_runtime(
+        self: &Arc<Self>,
+        r: &RuntimeRef,
+    ) -> Result<Vec<String>, ControlError> {
+        let removed = self.meta.delete_runtime(&r.name, r.version)?;
+        if removed.is_empty() {
+            return Err(ControlError::NotFound {
+                what: "runtime",
+                name: r.to_string(),
+            });
+        }
+        self.collect_layers().await;
+        Ok(removed)
+    }
+}
+
+/// The digest of a text.
+pub(crate) fn text_digest(text: &str) -> Digest {
+    Digest::from_bytes(&Sha256::digest(text.as_bytes()).into())
+}

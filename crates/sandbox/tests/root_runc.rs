@@ -1,0 +1,688 @@
+//! Integration tests that mount overlays and run real containers under runc.
+//!
+//! They need root, runc (`STRATA_TEST_RUNC`, default `/usr/bin/runc`) and a Debian root
+//! filesystem tarball (`STRATA_TEST_ROOTFS_TAR`, default `/tmp/dev/bookworm-minbase.tar`);
+//! without them each test prints why it is skipped and passes. Every test checks at its end
+//! that no mount remains under its temp dir, that runc lists no container, and that no cgroup
+//! was left behind.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use strata_sandbox::mount::{mount_overlay, mount_overlay_classic, mounts_under, unmount};
+use strata_sandbox::{
+    cleanup_cgroups, debootstrap_tar, host_user_lookup, ContainerSpec, Network, Runc, SandboxError,
+    Stream,
+};
+use strata_types::ErrorKind;
+
+fn runc_binary() -> PathBuf {
+    std::env::var_os("STRATA_TEST_RUNC")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/runc"))
+}
+
+fn rootfs_tar() -> PathBuf {
+    std::env::var_os("STRATA_TEST_ROOTFS_TAR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp/dev/bookworm-minbase.tar"))
+}
+
+fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Why this machine cannot run the root tests, if it cannot.
+fn skip_reason(needs_rootfs: bool) -> Option<String> {
+    if !is_root() {
+        return Some("not running as root".into());
+    }
+    if !runc_binary().is_file() {
+        return Some(format!(
+            "runc not found at {} (set STRATA_TEST_RUNC)",
+            runc_binary().display()
+        ));
+    }
+    if needs_rootfs && !rootfs_tar().is_file() {
+        return Some(format!(
+            "rootfs tarball not found at {} (set STRATA_TEST_ROOTFS_TAR)",
+            rootfs_tar().display()
+        ));
+    }
+    None
+}
+
+macro_rules! skip_unless_ready {
+    ($test:literal, $needs_rootfs:expr) => {
+        if let Some(reason) = skip_reason($needs_rootfs) {
+            eprintln!("skipping {}: {reason}", $test);
+            return;
+        }
+    };
+}
+
+/// A temp dir with the Debian rootfs unpacked as a lower dir, an upper, a work dir, a merged
+/// mount point, a bundle dir and a runc state root.
+struct Fixture {
+    dir: tempfile::TempDir,
+    name: String,
+    runc: Runc,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Fixture {
+        let dir = tempfile::Builder::new()
+            .prefix("strata-sbx-")
+            .tempdir()
+            .expect("tempdir");
+        for sub in ["lower", "upper", "work", "merged", "bundle"] {
+            std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+        }
+        let runc = Runc::new(runc_binary(), dir.path().join("state"));
+        Fixture {
+            dir,
+            name: name.to_string(),
+            runc,
+        }
+    }
+
+    fn path(&self, sub: &str) -> PathBuf {
+        self.dir.path().join(sub)
+    }
+
+    fn unpack_rootfs(&self) {
+        let status = std::process::Command::new("tar")
+            .arg("-xf")
+            .arg(rootfs_tar())
+            .arg("-C")
+            .arg(self.path("lower"))
+            .status()
+            .expect("run tar");
+        assert!(
+            status.success(),
+            "unpacking {} failed",
+            rootfs_tar().display()
+        );
+    }
+
+    /// Unpacks the rootfs and mounts a writable overlay of it at `merged`.
+    fn mount_rootfs(&self) {
+        self.unpack_rootfs();
+        mount_overlay(
+            &[self.path("lower")],
+            Some((&self.path("upper"), &self.path("work"))),
+            &self.path("merged"),
+        )
+        .expect("mount overlay");
+    }
+
+    fn cgroup_parent(&self) -> String {
+        format!("strata-test-{}-{}", self.name, std::process::id())
+    }
+
+    fn spec(&self, args: &[&str]) -> ContainerSpec {
+        let mut spec = ContainerSpec::new(
+            format!("strata-t-{}-{}", self.name, std::process::id()),
+            self.path("merged"),
+            args.iter().map(|a| a.to_string()).collect(),
+        );
+        spec.cgroup_parent = self.cgroup_parent();
+        spec
+    }
+
+    async fn run(
+        &self,
+        spec: &ContainerSpec,
+        timeout: Option<Duration>,
+    ) -> (
+        Result<strata_sandbox::RunOutcome, SandboxError>,
+        Vec<(Stream, String)>,
+    ) {
+        let mut lines = Vec::new();
+        let result = self
+            .runc
+            .run(&self.path("bundle"), spec, timeout, &mut |s, l| {
+                lines.push((s, l))
+            })
+            .await;
+        (result, lines)
+    }
+
+    /// Unmounts `merged` and checks nothing was left behind.
+    async fn finish(self) {
+        unmount(&self.path("merged")).expect("unmount merged");
+        let left = mounts_under(self.dir.path()).expect("mountinfo");
+        assert!(
+            left.is_empty(),
+            "mounts left under {}: {left:?}",
+            self.dir.path().display()
+        );
+        let ids = self.runc.list_ids().await.expect("runc list");
+        assert!(ids.is_empty(), "containers left: {ids:?}");
+        // The container's own cgroup must be gone; then remove the per-test parent.
+        let parent = self.cgroup_parent();
+        let leftover = cleanup_cgroups(&parent, "strata-t-").expect("cleanup cgroups");
+        assert_eq!(
+            leftover, 0,
+            "runc delete left {leftover} cgroup dirs under {parent}"
+        );
+        cleanup_cgroups("", &parent).expect("remove the test's cgroup parent");
+    }
+}
+
+impl Drop for Fixture {
+    /// A safety net for failed tests: never leave mounts behind in /tmp.
+    fn drop(&mut self) {
+        if let Ok(mounts) = mounts_under(self.dir.path()) {
+            for m in mounts {
+                let _ = unmount(&m);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn root_run_streams_output_exit_code_and_writes_to_upper() {
+    skip_unless_ready!(
+        "root_run_streams_output_exit_code_and_writes_to_upper",
+        true
+    );
+    let f = Fixture::new("basic");
+    f.mount_rootfs();
+    let spec = f.spec(&[
+        "sh",
+        "-c",
+        "echo hi; echo err >&2; touch /made-here; exit 3",
+    ]);
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    let outcome = result.expect("run");
+    assert_eq!(outcome.exit_code, 3);
+    assert!(!outcome.timed_out);
+    assert!(!outcome.oom_killed);
+    assert!(
+        lines.contains(&(Stream::Stdout, "hi".to_string())),
+        "{lines:?}"
+    );
+    assert!(
+        lines.contains(&(Stream::Stderr, "err".to_string())),
+        "{lines:?}"
+    );
+    assert!(
+        f.path("upper/made-here").exists(),
+        "the write landed in the upper dir"
+    );
+    assert!(
+        !f.path("lower/made-here").exists(),
+        "the lower dir is untouched"
+    );
+    assert!(f.path("bundle/config.json").exists());
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_timeout_kills_the_container() {
+    skip_unless_ready!("root_timeout_kills_the_container", true);
+    let f = Fixture::new("timeout");
+    f.mount_rootfs();
+    let spec = f.spec(&["sleep", "100"]);
+    let started = Instant::now();
+    let (result, _) = f.run(&spec, Some(Duration::from_secs(1))).await;
+    let outcome = result.expect("run");
+    let elapsed = started.elapsed();
+    assert!(outcome.timed_out);
+    assert_eq!(outcome.exit_code, 128 + 9, "killed by SIGKILL");
+    assert!(elapsed < Duration::from_secs(5), "took {elapsed:?}");
+    assert!(elapsed >= Duration::from_secs(1), "took {elapsed:?}");
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_pids_limit_stops_fork_bombs() {
+    skip_unless_ready!("root_pids_limit_stops_fork_bombs", true);
+    let f = Fixture::new("pids");
+    f.mount_rootfs();
+    let script = "i=0; while [ $i -lt 100 ]; do sleep 5 & i=$((i+1)); done; echo spawned-all";
+    let mut spec = f.spec(&["sh", "-c", script]);
+
+    // Control: without a limit all 100 start.
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    assert_eq!(result.expect("run").exit_code, 0);
+    assert!(
+        lines.contains(&(Stream::Stdout, "spawned-all".to_string())),
+        "{lines:?}"
+    );
+
+    spec.limits.pids = Some(20);
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    let outcome = result.expect("run");
+    assert_ne!(outcome.exit_code, 0, "{lines:?}");
+    assert!(!lines.iter().any(|(_, l)| l == "spawned-all"), "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .any(|(s, l)| *s == Stream::Stderr && l.contains("fork")),
+        "{lines:?}"
+    );
+    f.finish().await;
+}
+
+fn interfaces(proc_net_dev: &str) -> Vec<String> {
+    proc_net_dev
+        .lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, _)| name.trim().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn root_isolated_network_has_only_loopback() {
+    skip_unless_ready!("root_isolated_network_has_only_loopback", true);
+    let f = Fixture::new("net");
+    f.mount_rootfs();
+    let mut spec = f.spec(&["cat", "/proc/net/dev"]);
+    spec.network = Network::Isolated;
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    assert_eq!(result.expect("run").exit_code, 0);
+    let text: Vec<String> = lines
+        .into_iter()
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .map(|(_, l)| l)
+        .collect();
+    assert_eq!(interfaces(&text.join("\n")), vec!["lo"]);
+
+    // The host network shows the host's interfaces.
+    let host = std::fs::read_to_string("/proc/net/dev").expect("host /proc/net/dev");
+    spec.network = Network::Host;
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    assert_eq!(result.expect("run").exit_code, 0);
+    let text: Vec<String> = lines
+        .into_iter()
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .map(|(_, l)| l)
+        .collect();
+    let mut seen = interfaces(&text.join("\n"));
+    let mut want = interfaces(&host);
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_memory_limit_kills_and_reports_oom() {
+    skip_unless_ready!("root_memory_limit_kills_and_reports_oom", true);
+    let f = Fixture::new("oom");
+    f.mount_rootfs();
+    let mut spec = f.spec(&["sh", "-c", "head -c 200m /dev/zero | tail"]);
+    spec.limits.memory_bytes = Some(64 << 20);
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(60))).await;
+    let outcome = result.expect("run");
+    assert_eq!(outcome.exit_code, 128 + 9, "tail was SIGKILLed: {lines:?}");
+    assert!(outcome.oom_killed, "the OOM kill is reported");
+    assert!(!outcome.timed_out);
+
+    // Control: the same pipeline within its limit is not an OOM.
+    spec.args = vec![
+        "sh".into(),
+        "-c".into(),
+        "head -c 20m /dev/zero | tail | wc -c".into(),
+    ];
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(60))).await;
+    let outcome = result.expect("run");
+    assert_eq!(outcome.exit_code, 0, "{lines:?}");
+    assert!(!outcome.oom_killed);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_start_failure_is_an_error_and_leaves_nothing() {
+    skip_unless_ready!("root_start_failure_is_an_error_and_leaves_nothing", true);
+    let f = Fixture::new("nox");
+    f.mount_rootfs();
+    let spec = f.spec(&["/no/such/program"]);
+    let (result, _) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    let err = result.expect_err("cannot start");
+    assert!(matches!(err, SandboxError::StartContainer { .. }), "{err}");
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_duplicate_id_is_refused_without_harming_the_first() {
+    skip_unless_ready!(
+        "root_duplicate_id_is_refused_without_harming_the_first",
+        true
+    );
+    let f = Fixture::new("dup");
+    f.mount_rootfs();
+    let spec = f.spec(&["sh", "-c", "sleep 2; echo first-done"]);
+    let mut first_lines = Vec::new();
+    let mut sink = |_: Stream, l: String| first_lines.push(l);
+    let bundle = f.path("bundle");
+    let first = f
+        .runc
+        .run(&bundle, &spec, Some(Duration::from_secs(30)), &mut sink);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let mut ignore = |_: Stream, _: String| {};
+        f.runc
+            .run(
+                &f.path("bundle2"),
+                &spec,
+                Some(Duration::from_secs(30)),
+                &mut ignore,
+            )
+            .await
+    };
+    let (first, second) = tokio::join!(first, second);
+    let err = second.expect_err("the id is taken");
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists, "{err}");
+    assert_eq!(first.expect("first run").exit_code, 0);
+    assert_eq!(first_lines, vec!["first-done"]);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_readonly_rootfs_and_user() {
+    skip_unless_ready!("root_readonly_rootfs_and_user", true);
+    let f = Fixture::new("ro");
+    f.mount_rootfs();
+    let (uid, gid, extra) =
+        host_user_lookup(&f.path("merged"), "nobody").expect("nobody exists in bookworm");
+    assert_eq!((uid, gid), (65534, 65534));
+    let mut spec = f.spec(&[
+        "sh",
+        "-c",
+        "id -u; id -g; touch /x 2>/dev/null && echo wrote || echo ro",
+    ]);
+    spec.readonly_rootfs = true;
+    (spec.uid, spec.gid, spec.additional_gids) = (uid, gid, extra);
+    let (result, lines) = f.run(&spec, Some(Duration::from_secs(30))).await;
+    assert_eq!(result.expect("run").exit_code, 0);
+    let out: Vec<&str> = lines
+        .iter()
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .map(|(_, l)| l.as_str())
+        .collect();
+    assert_eq!(out, vec!["65534", "65534", "ro"]);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_overlay_of_60_long_lowers() {
+    skip_unless_ready!("root_overlay_of_60_long_lowers", false);
+    let f = Fixture::new("many");
+    let long = "x".repeat(100);
+    let lowers: Vec<PathBuf> = (0..60)
+        .map(|i| f.path(&format!("layers/{long}-{i:03}")))
+        .collect();
+    for (i, l) in lowers.iter().enumerate() {
+        std::fs::create_dir_all(l).expect("mkdir layer");
+        std::fs::write(l.join(format!("f{i}")), i.to_string()).expect("write");
+        std::fs::write(l.join("shared"), i.to_string()).expect("write");
+    }
+    let option_bytes: usize = lowers.iter().map(|l| l.as_os_str().len() + 1).sum();
+    assert!(
+        option_bytes > 4096,
+        "the stack would not fit one page of mount(2) options"
+    );
+
+    // Read-only: lowers only.
+    mount_overlay(&lowers, None, &f.path("merged")).expect("mount 60 lowers read-only");
+    for i in 0..60 {
+        assert!(
+            f.path(&format!("merged/f{i}")).exists(),
+            "layer {i} is visible"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(f.path("merged/shared")).expect("read"),
+        "0",
+        "top layer wins"
+    );
+    assert!(
+        std::fs::write(f.path("merged/new"), "x").is_err(),
+        "read-only overlay"
+    );
+    unmount(&f.path("merged")).expect("unmount");
+
+    // Writable: with an upper.
+    mount_overlay(
+        &lowers,
+        Some((&f.path("upper"), &f.path("work"))),
+        &f.path("merged"),
+    )
+    .expect("mount writable");
+    std::fs::write(f.path("merged/new"), "x").expect("write through the overlay");
+    assert!(f.path("upper/new").exists());
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_classic_overlay_mount_works_and_refuses_long_stacks() {
+    skip_unless_ready!(
+        "root_classic_overlay_mount_works_and_refuses_long_stacks",
+        false
+    );
+    let f = Fixture::new("classic");
+    let lowers: Vec<PathBuf> = (0..3).map(|i| f.path(&format!("l{i}"))).collect();
+    for (i, l) in lowers.iter().enumerate() {
+        std::fs::create_dir(l).expect("mkdir");
+        std::fs::write(l.join("shared"), i.to_string()).expect("write");
+    }
+    mount_overlay_classic(
+        &lowers,
+        Some((&f.path("upper"), &f.path("work"))),
+        &f.path("merged"),
+    )
+    .expect("mount(2)");
+    assert_eq!(
+        std::fs::read_to_string(f.path("merged/shared")).expect("read"),
+        "0"
+    );
+    std::fs::write(f.path("merged/new"), "x").expect("write");
+    assert!(f.path("upper/new").exists());
+    unmount(&f.path("merged")).expect("unmount");
+
+    let long: Vec<PathBuf> = (0..60)
+        .map(|i| f.path(&format!("{}-{i}", "y".repeat(100))))
+        .collect();
+    let err = mount_overlay_classic(&long, None, &f.path("merged"))
+        .expect_err("more than a page of options");
+    assert!(
+        matches!(err, SandboxError::OverlayUnsupported { .. }),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::FailedPrecondition);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_abandoned_run_deletes_its_container() {
+    skip_unless_ready!("root_abandoned_run_deletes_its_container", true);
+    let f = Fixture::new("abandon");
+    f.mount_rootfs();
+    let spec = f.spec(&["sleep", "100"]);
+    let bundle = f.path("bundle");
+    let mut sink = |_: Stream, _: String| {};
+    let run = f.runc.run(&bundle, &spec, None, &mut sink);
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), run)
+            .await
+            .is_err(),
+        "still running when dropped"
+    );
+    // The run's guard deletes the container from a background thread.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ids = f.runc.list_ids().await.expect("runc list");
+        if ids.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "abandoned container still listed: {ids:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_single_lower_is_a_readonly_bind() {
+    skip_unless_ready!("root_single_lower_is_a_readonly_bind", false);
+    let f = Fixture::new("bind");
+    std::fs::write(f.path("lower/file"), "content").expect("write");
+    mount_overlay(&[f.path("lower")], None, &f.path("merged")).expect("bind");
+    assert_eq!(
+        std::fs::read_to_string(f.path("merged/file")).expect("read"),
+        "content"
+    );
+    let err = std::fs::write(f.path("merged/other"), "x").expect_err("read-only");
+    assert_eq!(
+        err.raw_os_error(),
+        Some(rustix::io::Errno::ROFS.raw_os_error())
+    );
+    assert_eq!(
+        mounts_under(f.dir.path()).expect("mountinfo"),
+        vec![f.path("merged")]
+    );
+    unmount(&f.path("merged")).expect("unmount");
+    unmount(&f.path("merged")).expect("unmounting what is not mounted is fine");
+    unmount(&f.path("does-not-exist")).expect("unmounting a missing path is fine");
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_unmount_detaches_a_busy_mount() {
+    skip_unless_ready!("root_unmount_detaches_a_busy_mount", false);
+    let f = Fixture::new("busy");
+    std::fs::write(f.path("lower/file"), "content").expect("write");
+    mount_overlay(&[f.path("lower")], None, &f.path("merged")).expect("bind");
+    let open = std::fs::File::open(f.path("merged/file")).expect("hold a file open");
+    unmount(&f.path("merged")).expect("busy mounts are detached lazily");
+    assert!(mounts_under(f.dir.path()).expect("mountinfo").is_empty());
+    drop(open);
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_cleanup_cgroups_removes_only_empty_matching() {
+    skip_unless_ready!("root_cleanup_cgroups_removes_only_empty_matching", false);
+    let parent = format!("strata-test-cg-{}", std::process::id());
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        PathBuf::from("/sys/fs/cgroup")
+    } else {
+        PathBuf::from("/sys/fs/cgroup/pids")
+    };
+    let stale = base.join(&parent).join("strata-x-stale");
+    let other = base.join(&parent).join("keep-me");
+    std::fs::create_dir_all(&stale).expect("mkdir cgroup");
+    std::fs::create_dir_all(&other).expect("mkdir cgroup");
+    let removed = cleanup_cgroups(&parent, "strata-x-").expect("cleanup");
+    assert_eq!(removed, 1);
+    assert!(!stale.exists());
+    assert!(other.exists(), "ids without the prefix are kept");
+    assert_eq!(cleanup_cgroups(&parent, "keep-").expect("cleanup"), 1);
+    assert_eq!(cleanup_cgroups("", &parent).expect("remove parent"), 1);
+    assert!(!base.join(&parent).exists());
+}
+
+#[tokio::test]
+async fn root_runc_version_and_empty_list() {
+    skip_unless_ready!("root_runc_version_and_empty_list", false);
+    let f = Fixture::new("version");
+    let version = f.runc.version().await.expect("runc --version");
+    assert!(
+        version.chars().next().is_some_and(|c| c.is_ascii_digit()),
+        "{version}"
+    );
+    assert!(f
+        .runc
+        .list_ids()
+        .await
+        .expect("missing state root lists nothing")
+        .is_empty());
+    f.runc
+        .delete_force("strata-t-never-existed")
+        .await
+        .expect("deleting a missing container is fine");
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_bootstrap_failure_reports_output_and_leaves_nothing() {
+    skip_unless_ready!(
+        "root_bootstrap_failure_reports_output_and_leaves_nothing",
+        false
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("base.tar");
+    let mut lines = Vec::new();
+    // Nothing listens on port 9 of loopback: the mirror is unreachable.
+    let err = debootstrap_tar(
+        "bookworm",
+        &[],
+        "http://127.0.0.1:9/debian",
+        &out,
+        &mut |_, l| lines.push(l),
+    )
+    .await
+    .expect_err("an unreachable mirror fails");
+    match &err {
+        SandboxError::Bootstrap { output, .. } => {
+            assert!(!output.is_empty(), "{err}");
+            assert!(output.lines().count() <= 20);
+        }
+        SandboxError::BinaryMissing { .. } => {
+            eprintln!("skipping the rest: neither mmdebstrap nor debootstrap is installed");
+            return;
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    assert!(!lines.is_empty(), "progress was streamed");
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("readdir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[tokio::test]
+#[ignore = "downloads a Debian base system from deb.debian.org (~20 s); run with --ignored"]
+async fn root_bootstrap_from_the_debian_mirror() {
+    skip_unless_ready!("root_bootstrap_from_the_debian_mirror", false);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("base.tar");
+    let mut lines = 0usize;
+    debootstrap_tar(
+        "bookworm",
+        &["python3-minimal".to_string()],
+        "http://deb.debian.org/debian",
+        &out,
+        &mut |_, _| lines += 1,
+    )
+    .await
+    .expect("bootstrap");
+    assert!(lines > 0);
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&out)
+        .output()
+        .expect("tar -t");
+    let listing = String::from_utf8_lossy(&listing.stdout);
+    assert!(
+        listing.lines().any(|l| l == "./usr/bin/python3"),
+        "python3 is included"
+    );
+    assert!(listing.lines().any(|l| l == "./etc/passwd"));
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("readdir")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("base.tar")]);
+}
