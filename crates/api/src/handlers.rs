@@ -114,7 +114,7 @@ pub async fn import_image(
 }
 
 /// Writes an upload to `dest`, refusing more than `max` bytes.
-async fn receive<S, E>(mut stream: S, dest: &Path, max: u64) -> ApiResult<u64>
+pub(crate) async fn receive<S, E>(mut stream: S, dest: &Path, max: u64) -> ApiResult<u64>
 where
     S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
     E: std::fmt::Display,

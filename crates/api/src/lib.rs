@@ -6,6 +6,7 @@
 //! business logic, touch the store or spawn processes.
 
 mod error;
+mod functions;
 mod handlers;
 mod server;
 mod stream;
@@ -16,7 +17,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{header, Request, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::Router;
 use strata_control::Platform;
 use strata_types::ErrorKind;
@@ -45,7 +46,20 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/v1/runtimes/{ref}", true),
     ("DELETE", "/v1/runtimes/{ref}", true),
     ("POST", "/v1/runtimes/{ref}/run", true),
+    ("GET", "/v1/functions", true),
+    ("POST", "/v1/functions", true),
+    ("GET", "/v1/functions/{name}", true),
+    ("PATCH", "/v1/functions/{name}", true),
+    ("DELETE", "/v1/functions/{name}", true),
+    ("POST", "/v1/functions/{name}/invoke", true),
+    ("GET", "/v1/functions/{name}/logs", true),
+    ("GET", "/v1/volumes", true),
+    ("POST", "/v1/volumes", true),
+    ("DELETE", "/v1/volumes/{name}", true),
 ];
+
+/// The public HTTP trigger: `ANY /fn/{name}` and `ANY /fn/{name}/{*path}`.
+pub const TRIGGER_PREFIX: &str = "/fn/";
 
 /// Shared state of the handlers.
 #[derive(Clone)]
@@ -88,10 +102,44 @@ pub fn router(state: AppState) -> Router {
             get(handlers::get_runtime).delete(handlers::delete_runtime),
         )
         .route("/v1/runtimes/{ref}/run", post(handlers::run_runtime))
+        .route(
+            "/v1/functions",
+            get(functions::list)
+                .post(functions::create)
+                .layer(upload_limit),
+        )
+        .route(
+            "/v1/functions/{name}",
+            get(functions::get)
+                .patch(functions::update)
+                .delete(functions::delete)
+                .layer(upload_limit),
+        )
+        .route(
+            "/v1/functions/{name}/invoke",
+            post(functions::invoke).layer(DefaultBodyLimit::max(functions::MAX_EVENT_BYTES)),
+        )
+        .route("/v1/functions/{name}/logs", get(functions::logs))
+        .route(
+            "/v1/volumes",
+            get(functions::list_volumes).post(functions::create_volume),
+        )
+        .route(
+            "/v1/volumes/{name}",
+            axum::routing::delete(functions::delete_volume),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(handlers::health))
         .route("/v1/openapi.json", get(handlers::openapi))
+        .route(
+            "/fn/{name}",
+            any(functions::http_trigger).layer(DefaultBodyLimit::max(functions::MAX_EVENT_BYTES)),
+        )
+        .route(
+            "/fn/{name}/{*path}",
+            any(functions::http_trigger).layer(DefaultBodyLimit::max(functions::MAX_EVENT_BYTES)),
+        )
         .merge(private)
         .fallback(|| async {
             ApiErr::new(ErrorKind::NotFound, "no such route; see /v1/openapi.json")

@@ -27,6 +27,10 @@ pub struct ServerOptions {
     pub mirror: Option<String>,
     /// Largest upload in bytes.
     pub max_upload: u64,
+    /// Idle time after which a function instance stops.
+    pub idle_timeout: std::time::Duration,
+    /// Most function instances at once.
+    pub max_instances: usize,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -38,6 +42,8 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     if let Some(mirror) = &opts.mirror {
         settings.mirror = mirror.clone();
     }
+    settings.idle_timeout = opts.idle_timeout;
+    settings.max_instances = opts.max_instances.max(1);
     std::fs::create_dir_all(&settings.runc_state).with_context(|| {
         format!(
             "creating runc state directory {}",
@@ -50,6 +56,7 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .context("recovering from the previous run")?;
     tracing::info!(?recovery, "recovery done");
+    platform.spawn_reaper();
     let token = ensure_token(&opts.data_dir).context("preparing the admin token")?;
     let state = AppState {
         platform: Arc::clone(&platform),

@@ -94,6 +94,88 @@ impl Api {
         Ok(self.send(self.req(reqwest::Method::GET, path))?.json()?)
     }
 
+    pub fn post_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        Ok(self
+            .send(self.req(reqwest::Method::POST, path).json(body))?
+            .json()?)
+    }
+
+    pub fn post_form<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: reqwest::blocking::multipart::Form,
+    ) -> anyhow::Result<T> {
+        Ok(self
+            .send(self.req(reqwest::Method::POST, path).multipart(form))?
+            .json()?)
+    }
+
+    pub fn patch_form<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: reqwest::blocking::multipart::Form,
+    ) -> anyhow::Result<T> {
+        Ok(self
+            .send(self.req(reqwest::Method::PATCH, path).multipart(form))?
+            .json()?)
+    }
+
+    /// A streaming GET (logs).
+    pub fn get_stream(&self, path: &str) -> anyhow::Result<Response> {
+        self.send(self.req(reqwest::Method::GET, path))
+    }
+
+    /// POSTs raw bytes and returns status, headers and body whatever the status (invocations
+    /// answer errors in the Lambda shape).
+    pub fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<(u16, std::collections::HashMap<String, String>, Vec<u8>)> {
+        let resp = self
+            .req(reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .map_err(|e| {
+                if e.is_connect() {
+                    anyhow!(
+                        "cannot reach the Strata server at {}: is `strata server` running?",
+                        self.base
+                    )
+                } else {
+                    anyhow!(e)
+                }
+            })?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            })
+            .collect();
+        let body = resp.bytes()?.to_vec();
+        if status == 401 {
+            let msg = serde_json::from_slice::<ErrorBody>(&body)
+                .map(|b| b.error.message)
+                .unwrap_or_default();
+            return Err(ApiFailure {
+                status,
+                kind: "unauthenticated".into(),
+                message: msg,
+            }
+            .into());
+        }
+        Ok((status, headers, body))
+    }
+
     pub fn delete_json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
         let resp = self.send(self.req(reqwest::Method::DELETE, path))?;
         let text = resp.text()?;

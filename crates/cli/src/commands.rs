@@ -35,6 +35,12 @@ pub struct ServerArgs {
     /// Largest upload (image archive or build context), e.g. 8Gi.
     #[arg(long, default_value = "8Gi")]
     pub max_upload: String,
+    /// Stop a function instance after it has been idle this long.
+    #[arg(long, env = "STRATA_IDLE_TIMEOUT", default_value = "5m")]
+    pub idle_timeout: String,
+    /// Most function instances running at once.
+    #[arg(long, env = "STRATA_MAX_INSTANCES", default_value_t = 64)]
+    pub max_instances: usize,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
@@ -165,6 +171,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Image(cmd) => image(&api, fmt, cmd),
         Command::Runtime(cmd) => runtime(&api, fmt, cmd),
+        Command::Fn(cmd) => crate::functions::run_fn(&api, fmt, cmd),
+        Command::Invoke(a) => crate::functions::invoke(&api, fmt, a),
+        Command::Logs(a) => crate::functions::logs(&api, fmt, a),
+        Command::Volume(cmd) => crate::functions::run_volume(&api, fmt, cmd),
     }
 }
 
@@ -182,6 +192,8 @@ fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         runc: args.runc.clone(),
         mirror: args.mirror.clone(),
         max_upload,
+        idle_timeout: std::time::Duration::from_millis(parse_duration(&args.idle_timeout)?),
+        max_instances: args.max_instances,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -202,7 +214,7 @@ fn stream<T: serde::de::DeserializeOwned>(
     serde_json::from_value(result?).context("unexpected result from the server")
 }
 
-fn print<T: Serialize>(
+pub fn print<T: Serialize>(
     fmt: Format,
     value: &T,
     human: impl FnOnce(&T) -> String,

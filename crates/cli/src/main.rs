@@ -6,6 +6,7 @@
 mod client;
 mod commands;
 mod context;
+mod functions;
 mod output;
 
 use std::path::PathBuf;
@@ -65,6 +66,16 @@ pub enum Command {
     /// Runtimes.
     #[command(subcommand)]
     Runtime(commands::RuntimeCmd),
+    /// Functions: code plus configuration on a runtime.
+    #[command(subcommand, name = "fn")]
+    Fn(functions::FnCmd),
+    /// Invoke a function and print its result (exit status 1 on error).
+    Invoke(functions::InvokeArgs),
+    /// Show a function's logs.
+    Logs(functions::LogsArgs),
+    /// Named volumes for functions.
+    #[command(subcommand)]
+    Volume(functions::VolumeCmd),
 }
 
 fn main() -> ExitCode {

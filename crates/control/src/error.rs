@@ -22,6 +22,16 @@ pub enum ControlError {
         /// Its name.
         name: String,
     },
+    /// The thing is still used.
+    #[error("{what} {name:?} is in use by {users}")]
+    InUse {
+        /// `runtime`, `volume`...
+        what: &'static str,
+        /// Its name.
+        name: String,
+        /// Who uses it.
+        users: String,
+    },
     /// A build step exited non-zero.
     #[error("line {line}: {instruction} failed with exit code {exit_code}{}", tail_text(.tail))]
     StepFailed {
@@ -103,6 +113,7 @@ impl ControlError {
             | ControlError::Copy { .. } => ErrorKind::InvalidArgument,
             ControlError::NotFound { .. } => ErrorKind::NotFound,
             ControlError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            ControlError::InUse { .. } => ErrorKind::FailedPrecondition,
             ControlError::Io { .. } | ControlError::Internal(_) => ErrorKind::Internal,
             ControlError::Dockerfile(e) => e.kind(),
             ControlError::Meta(e) => e.kind(),

@@ -11,7 +11,10 @@ mod builtin;
 mod copy;
 mod error;
 mod events;
+mod functions;
 mod images;
+mod instances;
+mod logs;
 mod recover;
 mod run;
 mod runtimes;
@@ -26,7 +29,11 @@ use strata_store::Store;
 pub use builtin::{BASE_IMAGE, BUILTIN_RUNTIMES};
 pub use error::ControlError;
 pub use events::Emitter;
+pub use functions::{apply_update, parse_volume_flag};
+pub use instances::{FailureKind, InvokeFailure, InvokeResult};
+pub use logs::now_ms;
 pub use recover::Recovery;
+pub use strata_store::ScratchDir;
 
 /// Prefix of every container id and cgroup Strata creates, so recovery can find its own.
 pub const CONTAINER_PREFIX: &str = "strata-";
@@ -57,6 +64,20 @@ pub struct Settings {
     pub max_context_bytes: u64,
     /// cgroup parent of every Strata container.
     pub cgroup_parent: String,
+    /// The strata-init agent binary given to instances (copied into the data directory).
+    pub init_binary: Option<PathBuf>,
+    /// Limits on uploaded function code.
+    pub code_limits: strata_store::code::CodeLimits,
+    /// Idle time after which an instance stops.
+    pub idle_timeout: std::time::Duration,
+    /// Most instances running at once.
+    pub max_instances: usize,
+    /// Log bytes kept per invocation; the rest is replaced by a truncation marker.
+    pub invocation_log_bytes: usize,
+    /// Size of an instance's `/tmp`.
+    pub tmp_bytes: u64,
+    /// Process limit of an instance.
+    pub instance_pids: i64,
 }
 
 impl Settings {
@@ -94,8 +115,25 @@ impl Settings {
             build_step_timeout: std::time::Duration::from_secs(30 * 60),
             max_context_bytes: 1 << 30,
             cgroup_parent: format!("strata/{tag}"),
+            init_binary: default_init_binary(),
+            code_limits: strata_store::code::CodeLimits::default(),
+            idle_timeout: std::time::Duration::from_secs(300),
+            max_instances: 64,
+            invocation_log_bytes: 256 << 10,
+            tmp_bytes: 512 << 20,
+            instance_pids: 256,
         }
     }
+}
+
+/// The agent binary: `STRATA_INIT`, else `strata-init` next to the running executable.
+fn default_init_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STRATA_INIT") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let candidate = exe.parent()?.join("strata-init");
+    candidate.is_file().then_some(candidate)
 }
 
 /// The platform: one per server process.
@@ -109,6 +147,12 @@ pub struct Platform {
     gc_lock: tokio::sync::RwLock<()>,
     /// One `strata bootstrap` at a time.
     bootstrap_lock: tokio::sync::Mutex<()>,
+    /// Running function instances.
+    instances: instances::Instances,
+    /// Function logs.
+    logs: logs::Logs,
+    /// The agent binary inside the data directory (hard-linked into instances).
+    init_binary: Option<PathBuf>,
 }
 
 impl Platform {
@@ -123,6 +167,14 @@ impl Platform {
         let meta = Meta::open(&settings.data_dir.join("meta.db"))?;
         let store = Store::open(&settings.data_dir)?;
         let runc = Runc::new(settings.runc.clone(), settings.runc_state.clone());
+        let init_binary = match &settings.init_binary {
+            Some(src) => Some(install_agent(src, &settings.data_dir)?),
+            None => {
+                tracing::warn!("strata-init not found: functions cannot run (set STRATA_INIT)");
+                None
+            }
+        };
+        let logs = logs::Logs::new(settings.data_dir.join("logs"));
         Ok(Arc::new(Platform {
             settings,
             meta,
@@ -130,6 +182,9 @@ impl Platform {
             runc,
             gc_lock: tokio::sync::RwLock::new(()),
             bootstrap_lock: tokio::sync::Mutex::new(()),
+            instances: instances::Instances::new(),
+            logs,
+            init_binary,
         }))
     }
 
@@ -147,6 +202,22 @@ impl Platform {
     pub fn store(&self) -> &Store {
         &self.store
     }
+}
+
+/// Copies the agent into `<data>/bin/strata-init` (atomically), on the same file system as the
+/// scratch area so instances can hard-link it.
+fn install_agent(
+    src: &std::path::Path,
+    data_dir: &std::path::Path,
+) -> Result<PathBuf, ControlError> {
+    let bin = data_dir.join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| ControlError::io("create bin directory", e))?;
+    let dest = bin.join("strata-init");
+    let tmp = bin.join(format!(".strata-init.{}", random_hex(4)));
+    std::fs::copy(src, &tmp)
+        .map_err(|e| ControlError::io(format!("copy strata-init from {}", src.display()), e))?;
+    std::fs::rename(&tmp, &dest).map_err(|e| ControlError::io("install strata-init", e))?;
+    Ok(dest)
 }
 
 /// A fresh random id of `n` bytes, hex-encoded.

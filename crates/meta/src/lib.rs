@@ -7,6 +7,7 @@
 //! never checks that a blob or layer exists on disk: callers commit content to the store first and
 //! record it here second, so a row never points at missing content.
 
+mod functions;
 mod migrations;
 mod time;
 
@@ -16,6 +17,7 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use strata_types::{Digest, ErrorKind, ImageConfig, Resources};
 
+pub use functions::{CodeRecord, FunctionRecord};
 pub use time::now_rfc3339;
 
 /// Errors of the metadata store.

@@ -65,6 +65,33 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX build_cache_layer ON build_cache(layer);
     CREATE INDEX build_cache_parent ON build_cache(parent_layer);
     ",
+    // 2: functions, their revisions, code packages, volumes.
+    "
+    CREATE TABLE code (
+        digest     TEXT PRIMARY KEY,
+        size_bytes INTEGER NOT NULL,
+        entries    INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE functions (
+        name       TEXT PRIMARY KEY,
+        revision   INTEGER NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE revisions (
+        function   TEXT NOT NULL REFERENCES functions(name),
+        revision   INTEGER NOT NULL,
+        config     TEXT NOT NULL,
+        code       TEXT NOT NULL REFERENCES code(digest),
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (function, revision)
+    );
+    CREATE INDEX revisions_code ON revisions(code);
+    CREATE TABLE volumes (
+        name       TEXT PRIMARY KEY,
+        created_at TEXT NOT NULL
+    );
+    ",
 ];
 
 /// The schema version this build of Strata writes.

@@ -102,22 +102,54 @@ pub fn extract_tar(
     opts: &ExtractOptions,
     limits: &Limits,
 ) -> Result<ApplyStats, StoreError> {
-    let root = rustix::fs::open(
-        dest,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(|e| StoreError::io("open extraction root", dest, e.into()))?;
-    let mut x = Extractor {
-        root,
-        whiteouts,
-        opts,
-        limits,
-        stats: ApplyStats::default(),
-        dirs: BTreeMap::new(),
-        declared: 0,
-        written: 0,
+    let mut accept_all = |_: &EntryInfo<'_>| Ok(());
+    let mut hooks = Hooks {
+        check: &mut accept_all,
+        xattrs: true,
     };
+    extract_tar_with(reader, dest, whiteouts, opts, limits, &mut hooks)
+}
+
+/// What an entry is, as seen by an [`Hooks::check`] before it is extracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    Dir,
+    File,
+    Symlink,
+    Hardlink,
+    /// Character or block device, fifo, socket.
+    Special,
+    /// Anything else (an unknown tar type flag).
+    Other,
+}
+
+/// One archive entry offered to [`Hooks::check`]: its raw name and, for links, raw target.
+#[derive(Debug)]
+pub(crate) struct EntryInfo<'a> {
+    pub name: &'a [u8],
+    pub kind: EntryKind,
+    pub link: Option<&'a [u8]>,
+}
+
+/// Extra policy for callers stricter than plain extraction (function code).
+pub(crate) struct Hooks<'a> {
+    /// Called for every entry before anything is written for it; an error stops extraction.
+    pub check: &'a mut dyn FnMut(&EntryInfo<'_>) -> Result<(), StoreError>,
+    /// Whether `security.capability` from PAX records is applied.
+    pub xattrs: bool,
+}
+
+/// [`extract_tar`] with [`Hooks`].
+pub(crate) fn extract_tar_with(
+    reader: &mut dyn Read,
+    dest: &Path,
+    whiteouts: Whiteouts,
+    opts: &ExtractOptions,
+    limits: &Limits,
+    hooks: &mut Hooks<'_>,
+) -> Result<ApplyStats, StoreError> {
+    let mut x = Extractor::new(dest, whiteouts, opts, limits)?;
+    x.xattrs = hooks.xattrs;
     let mut archive = tar::Archive::new(reader);
     let entries = archive
         .entries()
@@ -131,6 +163,29 @@ pub fn extract_tar(
                 limit: "entry count",
                 max: limits.max_entries,
             });
+        }
+        let etype = entry.header().entry_type();
+        if !etype.is_pax_global_extensions() {
+            let name = entry.path_bytes().into_owned();
+            let link = entry.link_name_bytes().map(|l| l.into_owned());
+            let kind = if etype.is_dir() || (etype.is_file() && name.ends_with(b"/")) {
+                EntryKind::Dir
+            } else if etype.is_file() || etype.is_contiguous() || etype.is_gnu_sparse() {
+                EntryKind::File
+            } else if etype.is_symlink() {
+                EntryKind::Symlink
+            } else if etype.is_hard_link() {
+                EntryKind::Hardlink
+            } else if etype.is_character_special() || etype.is_block_special() || etype.is_fifo() {
+                EntryKind::Special
+            } else {
+                EntryKind::Other
+            };
+            (hooks.check)(&EntryInfo {
+                name: &name,
+                kind,
+                link: link.as_deref(),
+            })?;
         }
         x.apply(&mut entry)?;
     }
@@ -237,7 +292,19 @@ struct EntryMeta {
     capability: Option<Vec<u8>>,
 }
 
-struct Extractor<'a> {
+impl EntryMeta {
+    /// Mode and mtime only: owned by the extracting user, no xattrs.
+    fn plain(mode: u32, mtime: i64) -> Self {
+        EntryMeta {
+            mode,
+            owner: None,
+            mtime,
+            capability: None,
+        }
+    }
+}
+
+pub(crate) struct Extractor<'a> {
     root: OwnedFd,
     whiteouts: Whiteouts,
     opts: &'a ExtractOptions,
@@ -247,9 +314,99 @@ struct Extractor<'a> {
     dirs: BTreeMap<Vec<u8>, DirMeta>,
     declared: u64,
     written: u64,
+    /// Whether `security.capability` from PAX records is applied.
+    xattrs: bool,
 }
 
-impl Extractor<'_> {
+impl<'a> Extractor<'a> {
+    /// An extractor writing below `dest`, an existing (empty) directory.
+    pub(crate) fn new(
+        dest: &Path,
+        whiteouts: Whiteouts,
+        opts: &'a ExtractOptions,
+        limits: &'a Limits,
+    ) -> Result<Self, StoreError> {
+        let root = rustix::fs::open(
+            dest,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| StoreError::io("open extraction root", dest, e.into()))?;
+        Ok(Extractor {
+            root,
+            whiteouts,
+            opts,
+            limits,
+            stats: ApplyStats::default(),
+            dirs: BTreeMap::new(),
+            declared: 0,
+            written: 0,
+            xattrs: true,
+        })
+    }
+
+    /// Bytes of file content written so far.
+    pub(crate) fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Creates directory `comps` (mode `mode`, mtime `mtime`, applied by [`Self::finish_dirs`]).
+    pub(crate) fn put_dir(
+        &mut self,
+        name: &str,
+        comps: &[Vec<u8>],
+        mode: u32,
+        mtime: i64,
+    ) -> Result<(), StoreError> {
+        let meta = EntryMeta::plain(mode, mtime);
+        self.directory(name, comps, meta)
+    }
+
+    /// Creates regular file `comps` from `reader`, which claims `declared` bytes; the caps of
+    /// [`Limits`] are enforced on both the claim and the bytes actually read.
+    pub(crate) fn put_file(
+        &mut self,
+        reader: &mut dyn Read,
+        declared: u64,
+        name: &str,
+        comps: &[Vec<u8>],
+        mode: u32,
+        mtime: i64,
+    ) -> Result<u64, StoreError> {
+        let Some((base, parents)) = comps.split_last() else {
+            return Err(StoreError::UnsafeEntry {
+                entry: name.to_string(),
+                reason: "only a directory can name the archive root".into(),
+            });
+        };
+        self.write_file(
+            reader,
+            declared,
+            name,
+            parents,
+            base,
+            EntryMeta::plain(mode, mtime),
+        )
+    }
+
+    /// Creates symlink `comps` pointing at `target` (never followed).
+    pub(crate) fn put_symlink(
+        &mut self,
+        target: &[u8],
+        name: &str,
+        comps: &[Vec<u8>],
+        mtime: i64,
+    ) -> Result<(), StoreError> {
+        let Some((base, parents)) = comps.split_last() else {
+            return Err(StoreError::UnsafeEntry {
+                entry: name.to_string(),
+                reason: "only a directory can name the archive root".into(),
+            });
+        };
+        let target = self.check_link_target(Some(target.into()), name)?;
+        self.make_symlink(&target, name, parents, base, EntryMeta::plain(0o777, mtime))
+    }
+
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), StoreError> {
         let raw = entry.path_bytes().into_owned();
         let name = lossy(&raw);
@@ -562,13 +719,28 @@ impl Extractor<'_> {
         base: &[u8],
         meta: EntryMeta,
     ) -> Result<(), StoreError> {
+        let declared = entry.size().max(entry.header().entry_size().unwrap_or(0));
+        self.write_file(entry, declared, name, parents, base, meta)
+            .map(|_| ())
+    }
+
+    /// Writes one regular file from `reader`, enforcing the size limits on the declared size and
+    /// on the bytes actually read. Returns the bytes written.
+    fn write_file(
+        &mut self,
+        reader: &mut dyn Read,
+        declared: u64,
+        name: &str,
+        parents: &[Vec<u8>],
+        base: &[u8],
+        meta: EntryMeta,
+    ) -> Result<u64, StoreError> {
         let limits = self.limits;
         let too_big = |limit: &'static str, max: u64| StoreError::LimitExceeded {
             entry: name.to_string(),
             limit,
             max,
         };
-        let declared = entry.size().max(entry.header().entry_size().unwrap_or(0));
         if declared > limits.max_file_bytes {
             return Err(too_big("file size", limits.max_file_bytes));
         }
@@ -593,7 +765,7 @@ impl Extractor<'_> {
         let mut buf = vec![0u8; 64 * 1024];
         let mut file_bytes = 0u64;
         loop {
-            let n = match entry.read(&mut buf) {
+            let n = match reader.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -616,12 +788,12 @@ impl Extractor<'_> {
         }
         // After chown, which clears setuid bits and capabilities.
         rustix::fs::fchmod(&file, Mode::from_raw_mode(meta.mode)).map_err(|e| io_fail(e.into()))?;
-        if let Some(cap) = &meta.capability {
+        if let Some(cap) = meta.capability.as_ref().filter(|_| self.xattrs) {
             rustix::fs::fsetxattr(&file, "security.capability", cap, XattrFlags::empty())
                 .map_err(|e| io_fail(e.into()))?;
         }
         rustix::fs::futimens(&file, &timestamps(meta.mtime)).map_err(|e| io_fail(e.into()))?;
-        Ok(())
+        Ok(file_bytes)
     }
 
     fn symlink<R: Read>(
@@ -633,9 +805,20 @@ impl Extractor<'_> {
         meta: EntryMeta,
     ) -> Result<(), StoreError> {
         let target = self.link_target(entry, name)?;
+        self.make_symlink(&target, name, parents, base, meta)
+    }
+
+    fn make_symlink(
+        &mut self,
+        target: &[u8],
+        name: &str,
+        parents: &[Vec<u8>],
+        base: &[u8],
+        meta: EntryMeta,
+    ) -> Result<(), StoreError> {
         let parent = self.parent_dir(parents, name)?;
         self.remove_existing(&parent, parents, base, name)?;
-        rustix::fs::symlinkat(os(&target), &parent, os(base)).map_err(|e| {
+        rustix::fs::symlinkat(os(target), &parent, os(base)).map_err(|e| {
             StoreError::ExtractEntry {
                 entry: name.to_string(),
                 source: e.into(),
@@ -803,14 +986,19 @@ impl Extractor<'_> {
         entry: &tar::Entry<'_, R>,
         name: &str,
     ) -> Result<Vec<u8>, StoreError> {
+        self.check_link_target(entry.link_name_bytes(), name)
+    }
+
+    fn check_link_target(
+        &self,
+        target: Option<std::borrow::Cow<'_, [u8]>>,
+        name: &str,
+    ) -> Result<Vec<u8>, StoreError> {
         let reject = |reason: &str| StoreError::UnsafeEntry {
             entry: name.to_string(),
             reason: reason.to_string(),
         };
-        let target = entry
-            .link_name_bytes()
-            .map(|t| t.into_owned())
-            .unwrap_or_default();
+        let target = target.map(|t| t.into_owned()).unwrap_or_default();
         if target.is_empty() {
             return Err(reject("link without a target"));
         }
@@ -828,7 +1016,7 @@ impl Extractor<'_> {
     }
 
     /// Applies directory metadata, deepest first, once every entry is written.
-    fn finish_dirs(&mut self) -> Result<(), StoreError> {
+    pub(crate) fn finish_dirs(&mut self) -> Result<(), StoreError> {
         let dirs = std::mem::take(&mut self.dirs);
         for (path, meta) in dirs.iter().rev() {
             let name = lossy(path);

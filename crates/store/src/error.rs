@@ -72,6 +72,12 @@ pub enum StoreError {
     /// Something is still mounted inside a directory the store was asked to remove.
     #[error("cannot remove {}: {} is still mounted", path.display(), mount.display())]
     StillMounted { path: PathBuf, mount: PathBuf },
+    /// No function code with that digest is stored.
+    #[error("function code {digest} not found")]
+    CodeNotFound { digest: Digest },
+    /// An uploaded function code package is in none of the accepted formats.
+    #[error("{} is not a function code package: {reason}; upload a directory, a .zip, a .tar or a .tar.gz", path.display())]
+    UnsupportedCodeArchive { path: PathBuf, reason: String },
     /// An overlay upper dir uses an overlayfs feature that cannot be turned into a layer.
     #[error("cannot normalize overlay upper entry {}: {reason}", path.display())]
     UnsupportedOverlay { path: PathBuf, reason: String },
@@ -86,15 +92,16 @@ impl StoreError {
                 io::ErrorKind::NotFound => ErrorKind::NotFound,
                 _ => ErrorKind::InvalidArgument,
             },
-            StoreError::BlobNotFound { .. } | StoreError::LayerNotFound { .. } => {
-                ErrorKind::NotFound
-            }
+            StoreError::BlobNotFound { .. }
+            | StoreError::LayerNotFound { .. }
+            | StoreError::CodeNotFound { .. } => ErrorKind::NotFound,
             StoreError::CommitLayer { .. } => ErrorKind::FailedPrecondition,
             StoreError::UnsafeEntry { .. }
             | StoreError::ReadArchive { .. }
             | StoreError::UnsupportedCompression { .. }
             | StoreError::DigestMismatch { .. }
-            | StoreError::InvalidImage { .. } => ErrorKind::InvalidArgument,
+            | StoreError::InvalidImage { .. }
+            | StoreError::UnsupportedCodeArchive { .. } => ErrorKind::InvalidArgument,
             StoreError::LimitExceeded { .. } => ErrorKind::TooLarge,
             StoreError::UnsupportedOverlay { .. } | StoreError::StillMounted { .. } => {
                 ErrorKind::FailedPrecondition

@@ -5,7 +5,8 @@
 //! they hold overlay-native whiteouts — character devices 0:0 — and opaque directories —
 //! `trusted.overlay.opaque=y`), scratch space under `tmp/`, safe extraction of untrusted tar
 //! archives ([`archive`]), normalization of captured overlay upper dirs into canonical layers
-//! ([`diff`]) and import of image archives ([`import`]).
+//! ([`diff`]), import of image archives ([`import`]) and function code packages (`code/<hex>`,
+//! unpacked once from an uploaded zip, tar or tar.gz and normalized, see [`code`]).
 //!
 //! Every object is written under `tmp/`, made durable, renamed into place and its parent
 //! directory fsynced, so a crash never leaves a half-written object visible.
@@ -15,6 +16,7 @@
 //! plain directories and readers.
 
 pub mod archive;
+pub mod code;
 pub mod diff;
 mod error;
 mod fsutil;

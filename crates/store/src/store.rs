@@ -1,4 +1,5 @@
-//! The on-disk store: `blobs/sha256/<hex>`, `layers/<hex>` and `tmp/` under one root.
+//! The on-disk store: `blobs/sha256/<hex>`, `layers/<hex>`, `code/<hex>` and `tmp/` under one
+//! root.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 use strata_types::Digest;
 
+use crate::code::{self, CodeLimits, CodeMeta};
 use crate::error::{io_err, StoreError};
 use crate::fsutil;
 use crate::tree::{tree_digest, LayerMeta};
@@ -21,19 +23,21 @@ pub struct Store {
     root: PathBuf,
     blobs: PathBuf,
     layers: PathBuf,
+    code: PathBuf,
     tmp: PathBuf,
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`: `root/{blobs/sha256,layers,tmp}`.
+    /// Opens (creating if needed) the store at `root`: `root/{blobs/sha256,layers,code,tmp}`.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: root.to_path_buf(),
             blobs: root.join("blobs").join("sha256"),
             layers: root.join("layers"),
+            code: root.join("code"),
             tmp: root.join("tmp"),
         };
-        for dir in [&store.blobs, &store.layers, &store.tmp] {
+        for dir in [&store.blobs, &store.layers, &store.code, &store.tmp] {
             fs::create_dir_all(dir).map_err(io_err("create store dir", dir))?;
         }
         Ok(store)
@@ -168,6 +172,12 @@ impl Store {
     /// into the layer named by its tree digest. If that layer already exists, `staged` is deleted
     /// and the existing layer's meta returned.
     pub fn commit_layer(&self, staged: &Path) -> Result<LayerMeta, StoreError> {
+        self.commit_tree(staged, &self.layers)
+    }
+
+    /// Renames `staged` to `<into>/<tree digest hex>` durably (syncfs, rename, fsync of `into`),
+    /// or deletes it when that tree is already there.
+    fn commit_tree(&self, staged: &Path, into: &Path) -> Result<LayerMeta, StoreError> {
         let md = fs::symlink_metadata(staged).map_err(io_err("stat staged layer", staged))?;
         if !md.is_dir() {
             return Err(StoreError::CommitLayer {
@@ -175,26 +185,26 @@ impl Store {
                 reason: "not a directory".into(),
             });
         }
-        let layers_md = fs::metadata(&self.layers).map_err(io_err("stat", &self.layers))?;
-        if md.dev() != layers_md.dev() {
+        let into_md = fs::metadata(into).map_err(io_err("stat", into))?;
+        if md.dev() != into_md.dev() {
             return Err(StoreError::CommitLayer {
                 path: staged.to_path_buf(),
                 reason: format!(
                     "not on the store's filesystem ({}); stage layers under {}",
-                    self.layers.display(),
+                    into.display(),
                     self.tmp.display()
                 ),
             });
         }
         let meta = tree_digest(staged)?;
-        let dest = self.layer_path(&meta.digest);
+        let dest = into.join(meta.digest.hex());
         if fs::symlink_metadata(&dest).is_ok() {
             fsutil::remove_tree(staged).map_err(io_err("remove staged layer", staged))?;
             return Ok(meta);
         }
         // Make every file of the staged tree durable before it becomes visible.
-        let dir = fs::File::open(&self.layers).map_err(io_err("open", &self.layers))?;
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("syncfs", &self.layers, e.into()))?;
+        let dir = fs::File::open(into).map_err(io_err("open", into))?;
+        rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("syncfs", into, e.into()))?;
         match fs::rename(staged, &dest) {
             Ok(()) => {}
             // Someone committed the same layer meanwhile.
@@ -209,10 +219,11 @@ impl Store {
                 fsutil::remove_tree(staged).map_err(io_err("remove staged layer", staged))?;
                 return Ok(meta);
             }
-            Err(e) => return Err(StoreError::io("rename layer into", dest, e)),
+            Err(e) => return Err(StoreError::io("rename tree into", dest, e)),
         }
-        dir.sync_all().map_err(io_err("fsync", &self.layers))?;
-        tracing::debug!(layer = %meta.digest, entries = meta.entries, "committed layer");
+        dir.sync_all().map_err(io_err("fsync", into))?;
+        tracing::debug!(tree = %meta.digest, dir = %into.display(), entries = meta.entries,
+            "committed tree");
         Ok(meta)
     }
 
@@ -247,6 +258,60 @@ impl Store {
     /// All stored layers, sorted.
     pub fn list_layers(&self) -> Result<Vec<Digest>, StoreError> {
         list_digests(&self.layers)
+    }
+
+    // ---- function code ----
+
+    /// Unpacks an uploaded code archive (zip, tar or tar.gz, see
+    /// [`CodeFormat::sniff`](crate::code::CodeFormat::sniff)) into a
+    /// scratch dir, normalizes it and commits it to `code/<hex>`, named by its tree digest.
+    /// Idempotent: the same content gives the same digest and an existing dir is reused. Never
+    /// writes outside the scratch dir; on any error nothing is left behind. See [`crate::code`]
+    /// for the rules an archive must follow.
+    pub fn import_code(&self, archive: &Path, limits: &CodeLimits) -> Result<CodeMeta, StoreError> {
+        let scratch = self.scratch_dir("code")?;
+        let staged = scratch.path().join("tree");
+        code::unpack(archive, &staged, limits)?;
+        let meta = self.commit_tree(&staged, &self.code)?;
+        tracing::info!(code = %meta.digest, entries = meta.entries, bytes = meta.size_bytes,
+            "imported function code");
+        Ok(CodeMeta {
+            digest: meta.digest,
+            size_bytes: meta.size_bytes,
+            entries: meta.entries,
+        })
+    }
+
+    /// Where function code `d` lives (whether or not it is stored): `code/<hex>`.
+    pub fn code_path(&self, d: &Digest) -> PathBuf {
+        self.code.join(d.hex())
+    }
+
+    /// Whether function code `d` is stored.
+    pub fn has_code(&self, d: &Digest) -> bool {
+        fs::symlink_metadata(self.code_path(d)).is_ok_and(|m| m.is_dir())
+    }
+
+    /// Deletes function code `d`: renamed into `tmp/` first, then removed.
+    pub fn remove_code(&self, d: &Digest) -> Result<(), StoreError> {
+        let path = self.code_path(d);
+        let doomed = self
+            .tmp
+            .join(fsutil::unique_name(&format!("rm-code-{}", d.short())));
+        match fs::rename(&path, &doomed) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::CodeNotFound { digest: d.clone() })
+            }
+            Err(e) => return Err(StoreError::io("move code out of", path, e)),
+        }
+        fsutil::fsync_dir(&self.code).map_err(io_err("fsync", &self.code))?;
+        fsutil::remove_tree(&doomed).map_err(io_err("remove", &doomed))
+    }
+
+    /// All stored function code trees, sorted.
+    pub fn list_code(&self) -> Result<Vec<Digest>, StoreError> {
+        list_digests(&self.code)
     }
 }
 
@@ -395,22 +460,26 @@ mod tests {
             let s = store.scratch_dir("stage").expect("scratch");
             fs::create_dir(s.path().join("etc")).expect("mkdir");
             fs::write(s.path().join("etc/motd"), b"hi").expect("write");
-            rustix::fs::utimensat(
-                rustix::fs::CWD,
-                s.path().join("etc"),
-                &rustix::fs::Timestamps {
-                    last_access: rustix::fs::Timespec {
-                        tv_sec: 1,
-                        tv_nsec: 0,
+            // Fixed mtimes on both entries, or a second boundary between the two calls would
+            // change the digest.
+            for p in ["etc/motd", "etc"] {
+                rustix::fs::utimensat(
+                    rustix::fs::CWD,
+                    s.path().join(p),
+                    &rustix::fs::Timestamps {
+                        last_access: rustix::fs::Timespec {
+                            tv_sec: 1,
+                            tv_nsec: 0,
+                        },
+                        last_modification: rustix::fs::Timespec {
+                            tv_sec: 1,
+                            tv_nsec: 0,
+                        },
                     },
-                    last_modification: rustix::fs::Timespec {
-                        tv_sec: 1,
-                        tv_nsec: 0,
-                    },
-                },
-                rustix::fs::AtFlags::empty(),
-            )
-            .expect("utimens");
+                    rustix::fs::AtFlags::empty(),
+                )
+                .expect("utimens");
+            }
             s
         };
         let first = make();

@@ -235,3 +235,171 @@ mod tests {
         assert_eq!(back, e);
     }
 }
+
+/// A named volume mounted into a function's instances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeMount {
+    /// Volume name.
+    pub volume: String,
+    /// Absolute mount path inside the instance.
+    pub path: String,
+}
+
+/// A function's configuration, as set by `strata fn create` / `update`. Each change makes a new
+/// revision.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionConfig {
+    /// Runtime reference: `NAME` (follows the newest version) or `NAME@VERSION`.
+    pub runtime: String,
+    /// Handler, passed to the runtime's bootstrap (e.g. `app.handler`).
+    pub handler: String,
+    /// Resource overrides; unset fields come from the runtime's defaults.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment variables: given to the function, never shown back.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    /// Volumes.
+    #[serde(default)]
+    pub volumes: Vec<VolumeMount>,
+    /// Give instances the host's network instead of loopback only.
+    #[serde(default)]
+    pub network: bool,
+}
+
+/// `strata fn update`: only the fields that are set change; `unset_env` removes keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FunctionUpdate {
+    /// New runtime reference.
+    #[serde(default)]
+    pub runtime: Option<String>,
+    /// New handler.
+    #[serde(default)]
+    pub handler: Option<String>,
+    /// Resource fields to change.
+    #[serde(default)]
+    pub resources: Resources,
+    /// Environment variables to set.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Secret environment variables to set.
+    #[serde(default)]
+    pub secret_env: BTreeMap<String, String>,
+    /// Environment variables (plain or secret) to remove.
+    #[serde(default)]
+    pub unset_env: Vec<String>,
+    /// Replace the volume list.
+    #[serde(default)]
+    pub volumes: Option<Vec<VolumeMount>>,
+    /// Change network access.
+    #[serde(default)]
+    pub network: Option<bool>,
+}
+
+/// The `spec` part of `POST /v1/functions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateFunctionSpec {
+    /// Function name.
+    pub name: String,
+    /// Configuration.
+    pub config: FunctionConfig,
+}
+
+/// A function as the API shows it (secret values masked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionInfo {
+    /// Name.
+    pub name: String,
+    /// Current revision, from 1.
+    pub revision: u32,
+    /// Runtime reference as configured.
+    pub runtime: String,
+    /// The runtime version new instances start on now.
+    pub runtime_resolved: String,
+    /// Handler.
+    pub handler: String,
+    /// Effective resources (function overrides over runtime defaults).
+    pub resources: Resources,
+    /// Environment variables.
+    pub env: BTreeMap<String, String>,
+    /// Secret variable names (values are never shown).
+    pub secret_env: Vec<String>,
+    /// Volumes.
+    pub volumes: Vec<VolumeMount>,
+    /// Host network access.
+    pub network: bool,
+    /// Content digest of the code.
+    pub code_digest: Digest,
+    /// Unpacked code size.
+    pub code_size_bytes: u64,
+    /// When the current revision was made.
+    pub updated_at: String,
+    /// When the function was created.
+    pub created_at: String,
+    /// Invocation statistics since the server started.
+    pub stats: FunctionStats,
+}
+
+/// Invocation statistics of a function since the server started.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FunctionStats {
+    /// Invocations.
+    pub invocations: u64,
+    /// Invocations that failed (any kind).
+    pub errors: u64,
+    /// Invocations that started an instance.
+    pub cold_starts: u64,
+    /// Instances running now.
+    pub instances: u64,
+    /// Median duration of recent invocations, milliseconds.
+    pub p50_ms: f64,
+    /// 99th percentile of recent invocations, milliseconds.
+    pub p99_ms: f64,
+}
+
+/// A named volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeInfo {
+    /// Name.
+    pub name: String,
+    /// Functions whose current revision mounts it.
+    pub used_by: Vec<String>,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// One log line of a function.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Milliseconds since the Unix epoch.
+    pub ts_ms: u64,
+    /// Function name.
+    pub function: String,
+    /// Invocation id, when the line was printed during one.
+    pub invocation: Option<String>,
+    /// `stdout`, `stderr` or `platform`.
+    pub stream: String,
+    /// The line.
+    pub line: String,
+}
+
+/// The error body of a failed invocation (the Lambda shape).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvokeError {
+    /// What went wrong.
+    #[serde(rename = "errorMessage")]
+    pub error_message: String,
+    /// The error's type, e.g. `ZeroDivisionError`, `Strata.Timeout`.
+    #[serde(rename = "errorType")]
+    pub error_type: String,
+    /// Stack frames, when the runtime reported them.
+    #[serde(rename = "stackTrace", default)]
+    pub stack_trace: Vec<String>,
+}

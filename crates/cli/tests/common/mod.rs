@@ -63,6 +63,7 @@ pub struct Server {
     pub data: tempfile::TempDir,
     pub url: String,
     listen: String,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -75,16 +76,23 @@ fn free_port() -> u16 {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// Starts a server with extra `strata server` flags.
+    pub fn start_with(extra: &[&str]) -> Server {
         let data = tempfile::Builder::new()
             .prefix("strata-e2e-")
             .tempdir()
             .expect("tempdir");
         let listen = format!("127.0.0.1:{}", free_port());
+        let extra = extra.iter().map(|s| s.to_string()).collect();
         let mut s = Server {
             child: None,
             url: format!("http://{listen}"),
             listen,
             data,
+            extra,
         };
         s.spawn();
         s
@@ -100,6 +108,7 @@ impl Server {
             .args(["server", "--data"])
             .arg(self.data.path())
             .args(["--listen", &self.listen, "--log", "info"])
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -125,6 +134,30 @@ impl Server {
             .expect("token")
             .trim()
             .to_string()
+    }
+
+    /// Stops the server gracefully and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 
     /// Kills the server with SIGKILL (no clean-up) and starts it again on the same data.
@@ -241,22 +274,7 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            // SIGTERM for a graceful stop, then make sure.
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.stop();
     }
 }
 

@@ -1,0 +1,466 @@
+//! `strata fn`, `strata invoke`, `strata logs`, `strata volume`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use strata_types::api::{
+    CreateFunctionSpec, FunctionConfig, FunctionInfo, FunctionUpdate, LogEntry, VolumeInfo,
+    VolumeMount,
+};
+use strata_types::{
+    format_bytes, parse_cpu, parse_duration, parse_memory, validate_name, Resources,
+};
+
+use crate::client::Api;
+use crate::Format;
+
+#[derive(Subcommand, Debug)]
+pub enum FnCmd {
+    /// Deploy a new function: code plus configuration (no image is built).
+    Create(FnCreateArgs),
+    /// Change a function's code and/or configuration (a new revision).
+    Update(FnUpdateArgs),
+    /// List functions.
+    Ls,
+    /// Show a function: revision, runtime, resources, env (secrets masked), stats.
+    Describe {
+        /// Function name.
+        name: String,
+    },
+    /// Remove a function.
+    Rm {
+        /// Function name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug, Default)]
+pub struct ConfigFlags {
+    /// Memory limit, e.g. 256Mi (default: the runtime's).
+    #[arg(long)]
+    pub memory: Option<String>,
+    /// CPU limit, e.g. 0.5 (default: the runtime's).
+    #[arg(long)]
+    pub cpu: Option<String>,
+    /// Invocation timeout, e.g. 30s (default: the runtime's).
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Environment variable, KEY=VALUE.
+    #[arg(long = "env")]
+    pub env: Vec<String>,
+    /// Secret environment variable, KEY=VALUE (never shown back).
+    #[arg(long = "secret-env")]
+    pub secret_env: Vec<String>,
+    /// Volume mount, VOLUME:/path.
+    #[arg(long = "volume")]
+    pub volumes: Vec<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct FnCreateArgs {
+    /// Function name.
+    pub name: String,
+    /// Runtime, NAME (follows the newest version) or NAME@VERSION.
+    #[arg(long)]
+    pub runtime: String,
+    /// Code: a directory, a .zip, a .tar or a .tar.gz.
+    #[arg(long)]
+    pub code: PathBuf,
+    /// Handler, e.g. app.handler.
+    #[arg(long)]
+    pub handler: String,
+    /// Give instances the host's network (default: loopback only).
+    #[arg(long)]
+    pub network: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+#[derive(Args, Debug)]
+pub struct FnUpdateArgs {
+    /// Function name.
+    pub name: String,
+    /// New runtime.
+    #[arg(long)]
+    pub runtime: Option<String>,
+    /// New code.
+    #[arg(long)]
+    pub code: Option<PathBuf>,
+    /// New handler.
+    #[arg(long)]
+    pub handler: Option<String>,
+    /// Turn host network access on or off.
+    #[arg(long)]
+    pub network: Option<bool>,
+    /// Remove an environment variable (plain or secret).
+    #[arg(long = "unset-env")]
+    pub unset_env: Vec<String>,
+    /// Remove every volume mount.
+    #[arg(long)]
+    pub clear_volumes: bool,
+    #[command(flatten)]
+    pub config: ConfigFlags,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VolumeCmd {
+    /// Create a named volume.
+    Create {
+        /// Volume name.
+        name: String,
+    },
+    /// List volumes.
+    Ls,
+    /// Remove a volume and its data (refused while a function mounts it).
+    Rm {
+        /// Volume name.
+        name: String,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct InvokeArgs {
+    /// Function name.
+    pub name: String,
+    /// The event JSON, or `-` to read it from stdin (default: {}).
+    #[arg(short = 'd', long = "data")]
+    pub data: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct LogsArgs {
+    /// Function name.
+    pub name: String,
+    /// Keep following new lines.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+    /// Only lines newer than this, e.g. 10m, 1h.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// At most this many past lines.
+    #[arg(long, default_value_t = 1000)]
+    pub tail: usize,
+}
+
+fn kv(list: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    list.iter()
+        .map(|e| {
+            let (k, v) = e
+                .split_once('=')
+                .with_context(|| format!("invalid --{flag} {e:?}: expected KEY=VALUE"))?;
+            Ok((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn resources(c: &ConfigFlags) -> anyhow::Result<Resources> {
+    Ok(Resources {
+        memory_bytes: c.memory.as_deref().map(parse_memory).transpose()?,
+        cpu_millis: c.cpu.as_deref().map(parse_cpu).transpose()?,
+        timeout_ms: c.timeout.as_deref().map(parse_duration).transpose()?,
+    })
+}
+
+fn volumes(c: &ConfigFlags) -> anyhow::Result<Vec<VolumeMount>> {
+    c.volumes.iter().map(|v| parse_volume(v)).collect()
+}
+
+fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
+    match s.split_once(':') {
+        Some((v, p)) if !v.is_empty() && p.starts_with('/') => Ok(VolumeMount {
+            volume: v.into(),
+            path: p.into(),
+        }),
+        _ => bail!("invalid --volume {s:?}: expected VOLUME:/absolute/path"),
+    }
+}
+
+/// Packs `--code`: a directory becomes a tar; an archive is sent as it is.
+fn code_part(path: &Path) -> anyhow::Result<reqwest::blocking::multipart::Part> {
+    let (file, name) = if path.is_dir() {
+        let file = tempfile::tempfile().context("creating a temporary file for the code")?;
+        let n = crate::context::pack(path, &file)?;
+        eprintln!("==> packing {}: {n} entries", path.display());
+        (file, "code.tar".to_string())
+    } else if path.is_file() {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        (
+            file,
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "code".into()),
+        )
+    } else {
+        bail!(
+            "--code {}: no such file or directory (give a directory, .zip, .tar or .tar.gz)",
+            path.display()
+        );
+    };
+    let mut file = file;
+    file.rewind()?;
+    let len = file.metadata()?.len();
+    Ok(reqwest::blocking::multipart::Part::reader_with_length(file, len).file_name(name))
+}
+
+fn print_fn(fmt: Format, info: &FunctionInfo, verb: &str) -> anyhow::Result<ExitCode> {
+    crate::commands::print(fmt, info, |f| format!("{verb}{}", describe(f)))
+}
+
+pub fn describe(f: &FunctionInfo) -> String {
+    let r = &f.resources;
+    let mut s = format!(
+        "name:      {}\nrevision:  {}\nruntime:   {} (now {})\nhandler:   {}\ncode:      {} ({})\nmemory:    {}\ncpu:       {}\ntimeout:   {}\nnetwork:   {}\nupdated:   {}\ncreated:   {}\n",
+        f.name,
+        f.revision,
+        f.runtime,
+        f.runtime_resolved,
+        f.handler,
+        f.code_digest.short(),
+        format_bytes(f.code_size_bytes),
+        r.memory_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
+        r.cpu_millis.map(|m| format!("{}", m as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+        r.timeout_ms.map(|t| format!("{}s", t as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
+        if f.network { "host" } else { "loopback only" },
+        f.updated_at,
+        f.created_at,
+    );
+    for (k, v) in &f.env {
+        s.push_str(&format!("env:       {k}={v}\n"));
+    }
+    for k in &f.secret_env {
+        s.push_str(&format!("secret:    {k}=********\n"));
+    }
+    for v in &f.volumes {
+        s.push_str(&format!("volume:    {}:{}\n", v.volume, v.path));
+    }
+    let st = &f.stats;
+    s.push_str(&format!(
+        "stats:     {} invocations, {} errors, {} cold starts, {} instances, p50 {:.1} ms, p99 {:.1} ms\n",
+        st.invocations, st.errors, st.cold_starts, st.instances, st.p50_ms, st.p99_ms
+    ));
+    s
+}
+
+pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        FnCmd::Create(a) => {
+            validate_name(&a.name)?;
+            let config = FunctionConfig {
+                runtime: a.runtime,
+                handler: a.handler,
+                resources: resources(&a.config)?,
+                env: kv(&a.config.env, "env")?,
+                secret_env: kv(&a.config.secret_env, "secret-env")?,
+                volumes: volumes(&a.config)?,
+                network: a.network,
+            };
+            let spec = CreateFunctionSpec {
+                name: a.name,
+                config,
+            };
+            let form = reqwest::blocking::multipart::Form::new()
+                .text("spec", serde_json::to_string(&spec)?)
+                .part("code", code_part(&a.code)?);
+            let info: FunctionInfo = api.post_form("/v1/functions", form)?;
+            print_fn(fmt, &info, "created function\n")
+        }
+        FnCmd::Update(a) => {
+            let mut vols = volumes(&a.config)?;
+            let update = FunctionUpdate {
+                runtime: a.runtime,
+                handler: a.handler,
+                resources: resources(&a.config)?,
+                env: kv(&a.config.env, "env")?,
+                secret_env: kv(&a.config.secret_env, "secret-env")?,
+                unset_env: a.unset_env,
+                volumes: if a.clear_volumes || !vols.is_empty() {
+                    Some(std::mem::take(&mut vols))
+                } else {
+                    None
+                },
+                network: a.network,
+            };
+            let mut form = reqwest::blocking::multipart::Form::new()
+                .text("update", serde_json::to_string(&update)?);
+            if let Some(code) = &a.code {
+                form = form.part("code", code_part(code)?);
+            }
+            let info: FunctionInfo = api.patch_form(&format!("/v1/functions/{}", a.name), form)?;
+            print_fn(fmt, &info, "updated function\n")
+        }
+        FnCmd::Ls => {
+            let list: Vec<FunctionInfo> = api.get("/v1/functions")?;
+            crate::commands::print(fmt, &list, |l| {
+                let mut rows = vec![vec![
+                    "NAME".to_string(),
+                    "REVISION".into(),
+                    "RUNTIME".into(),
+                    "HANDLER".into(),
+                    "MEMORY".into(),
+                    "INVOCATIONS".into(),
+                    "UPDATED".into(),
+                ]];
+                for f in l {
+                    rows.push(vec![
+                        f.name.clone(),
+                        f.revision.to_string(),
+                        f.runtime_resolved.clone(),
+                        f.handler.clone(),
+                        f.resources
+                            .memory_bytes
+                            .map(format_bytes)
+                            .unwrap_or_default(),
+                        f.stats.invocations.to_string(),
+                        f.updated_at.clone(),
+                    ]);
+                }
+                crate::output::table(&rows)
+            })
+        }
+        FnCmd::Describe { name } => {
+            let info: FunctionInfo = api.get(&format!("/v1/functions/{name}"))?;
+            print_fn(fmt, &info, "")
+        }
+        FnCmd::Rm { name } => {
+            api.delete_json(&format!("/v1/functions/{name}"))?;
+            crate::commands::print(fmt, &serde_json::json!({ "removed": [name] }), |_| {
+                format!("removed function {name}\n")
+            })
+        }
+    }
+}
+
+pub fn run_volume(api: &Api, fmt: Format, cmd: VolumeCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        VolumeCmd::Create { name } => {
+            let v: VolumeInfo =
+                api.post_json("/v1/volumes", &serde_json::json!({ "name": name }))?;
+            crate::commands::print(fmt, &v, |v| format!("created volume {}\n", v.name))
+        }
+        VolumeCmd::Ls => {
+            let list: Vec<VolumeInfo> = api.get("/v1/volumes")?;
+            crate::commands::print(fmt, &list, |l| {
+                let mut rows = vec![vec!["NAME".to_string(), "USED BY".into(), "CREATED".into()]];
+                for v in l {
+                    rows.push(vec![
+                        v.name.clone(),
+                        v.used_by.join(","),
+                        v.created_at.clone(),
+                    ]);
+                }
+                crate::output::table(&rows)
+            })
+        }
+        VolumeCmd::Rm { name } => {
+            api.delete_json(&format!("/v1/volumes/{name}"))?;
+            crate::commands::print(fmt, &serde_json::json!({ "removed": [name] }), |_| {
+                format!("removed volume {name}\n")
+            })
+        }
+    }
+}
+
+/// Prints the result on stdout; on failure prints the error (Lambda shape) and exits 1.
+pub fn invoke(api: &Api, fmt: Format, a: InvokeArgs) -> anyhow::Result<ExitCode> {
+    let event = match a.data.as_deref() {
+        None => b"{}".to_vec(),
+        Some("-") => {
+            let mut v = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut v)
+                .context("reading the event from stdin")?;
+            v
+        }
+        Some(d) => d.as_bytes().to_vec(),
+    };
+    if serde_json::from_slice::<serde_json::Value>(&event).is_err() {
+        bail!("the event is not valid JSON");
+    }
+    let (status, headers, body) =
+        api.post_raw(&format!("/v1/functions/{}/invoke", a.name), event)?;
+    let text = String::from_utf8_lossy(&body);
+    if (200..300).contains(&status) {
+        println!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kind = headers
+        .get("x-strata-error-kind")
+        .cloned()
+        .unwrap_or_else(|| "platform".into());
+    match fmt {
+        Format::Json => println!("{text}"),
+        Format::Table => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+            eprintln!(
+                "error ({kind}, HTTP {status}): {}: {}",
+                v["errorType"].as_str().unwrap_or("?"),
+                v["errorMessage"].as_str().unwrap_or(&text)
+            );
+            if let Some(st) = v["stackTrace"].as_array() {
+                for l in st.iter().filter_map(|l| l.as_str()) {
+                    eprintln!("  {}", l.trim_end());
+                }
+            }
+        }
+    }
+    Ok(ExitCode::FAILURE)
+}
+
+pub fn logs(api: &Api, fmt: Format, a: LogsArgs) -> anyhow::Result<ExitCode> {
+    let since_ms = match &a.since {
+        Some(d) => now_ms().saturating_sub(parse_duration(d)?),
+        None => 0,
+    };
+    let path = format!(
+        "/v1/functions/{}/logs?since_ms={since_ms}&limit={}&follow={}",
+        a.name, a.tail, a.follow
+    );
+    let resp = api.get_stream(&path)?;
+    for line in BufReader::new(resp).lines() {
+        let line = line.context("reading logs")?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        match fmt {
+            Format::Json => println!("{line}"),
+            Format::Table => {
+                let e: LogEntry = serde_json::from_str(&line)?;
+                println!(
+                    "{} {} {:<6} {}",
+                    strata_time(e.ts_ms),
+                    e.invocation
+                        .as_deref()
+                        .map(|i| &i[..i.len().min(8)])
+                        .unwrap_or("-"),
+                    e.stream,
+                    e.line
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn strata_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        secs / 3600 % 24,
+        secs / 60 % 60,
+        secs % 60,
+        ms % 1000
+    )
+}

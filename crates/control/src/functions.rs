@@ -1,0 +1,469 @@
+//! Functions: code-only deploys (a code package plus configuration, never an image build),
+//! revisions, volumes and logs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_meta::{CodeRecord, FunctionRecord};
+use strata_types::api::{FunctionConfig, FunctionInfo, FunctionUpdate, VolumeInfo, VolumeMount};
+use strata_types::{validate_name, Resources, RuntimeRef};
+
+use crate::build::blocking;
+use crate::{ControlError, Platform};
+
+/// Paths a volume may not be mounted at.
+const RESERVED_MOUNTS: &[&str] = &[
+    "/",
+    "/bin",
+    "/dev",
+    "/etc",
+    "/lib",
+    "/proc",
+    "/run/strata",
+    "/sbin",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/var/task",
+];
+/// Trees a volume may not be mounted inside.
+const RESERVED_TREES: &[&str] = &["/dev/", "/proc/", "/run/strata/", "/sys/", "/var/task/"];
+
+impl Platform {
+    /// Stores an uploaded code archive (zip, tar, tar.gz) content-addressed and unpacked once.
+    pub async fn store_code(self: &Arc<Self>, archive: &Path) -> Result<CodeRecord, ControlError> {
+        let me = Arc::clone(self);
+        let archive = archive.to_path_buf();
+        let limits = self.settings.code_limits.clone();
+        let meta = blocking(move || me.store.import_code(&archive, &limits)).await?;
+        let rec = CodeRecord {
+            digest: meta.digest,
+            size_bytes: meta.size_bytes,
+            entries: meta.entries,
+        };
+        self.meta.put_code(&rec)?;
+        Ok(rec)
+    }
+
+    /// Checks a configuration against what exists: the runtime, the volumes, the handler.
+    fn check_config(&self, config: &FunctionConfig) -> Result<(), ControlError> {
+        let r: RuntimeRef = config
+            .runtime
+            .parse()
+            .map_err(|e: strata_types::NameError| {
+                ControlError::Invalid(format!("--runtime: {e}"))
+            })?;
+        let rt = self.runtime_record(&r)?;
+        if rt.config.entrypoint.as_ref().is_none_or(|e| e.is_empty()) {
+            return Err(ControlError::Invalid(format!(
+                "runtime {} has no ENTRYPOINT, so it has no bootstrap to run functions with; \
+                 give its Dockerfile an ENTRYPOINT that serves the Lambda Runtime API",
+                rt.reference()
+            )));
+        }
+        if config.handler.trim().is_empty()
+            || config.handler.len() > 256
+            || config.handler.contains('\0')
+        {
+            return Err(ControlError::Invalid(
+                "--handler must be 1-256 characters, e.g. app.handler".into(),
+            ));
+        }
+        for (k, _) in config.env.iter().chain(config.secret_env.iter()) {
+            let ok = !k.is_empty()
+                && !k.as_bytes()[0].is_ascii_digit()
+                && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(ControlError::Invalid(format!(
+                    "invalid environment variable name {k:?}: use letters, digits and _, not starting with a digit"
+                )));
+            }
+            if k.starts_with("STRATA_")
+                || k.starts_with("AWS_LAMBDA_")
+                || k == "_HANDLER"
+                || k == "LAMBDA_TASK_ROOT"
+            {
+                return Err(ControlError::Invalid(format!(
+                    "environment variable {k} is reserved by the platform"
+                )));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for v in &config.volumes {
+            if !self.meta.has_volume(&v.volume)? {
+                return Err(ControlError::NotFound {
+                    what: "volume",
+                    name: v.volume.clone(),
+                });
+            }
+            let p = if v.path == "/" {
+                "/"
+            } else {
+                v.path.trim_end_matches('/')
+            };
+            if !v.path.starts_with('/') || v.path.split('/').any(|c| c == ".." || c == ".") {
+                return Err(ControlError::Invalid(format!(
+                    "volume path {:?} must be an absolute path",
+                    v.path
+                )));
+            }
+            if RESERVED_MOUNTS.contains(&p)
+                || RESERVED_TREES
+                    .iter()
+                    .any(|t| format!("{p}/").starts_with(t))
+            {
+                return Err(ControlError::Invalid(format!(
+                    "volume path {:?} is reserved; use e.g. /mnt/{}",
+                    v.path, v.volume
+                )));
+            }
+            if !seen.insert(p.to_string()) {
+                return Err(ControlError::Invalid(format!(
+                    "two volumes are mounted at {p}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates a function at revision 1 from stored code.
+    pub async fn create_function(
+        self: &Arc<Self>,
+        name: &str,
+        config: FunctionConfig,
+        code_archive: &Path,
+    ) -> Result<FunctionInfo, ControlError> {
+        validate_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if self.meta.function(name)?.is_some() {
+            return Err(ControlError::AlreadyExists {
+                what: "function",
+                name: name.into(),
+            });
+        }
+        self.check_config(&config)?;
+        let code = self.store_code(code_archive).await?;
+        self.meta.insert_function(name, &config, &code.digest)?;
+        tracing::info!(function = name, revision = 1, code = %code.digest, "function created");
+        self.function(name)
+    }
+
+    /// Makes the next revision of a function from a configuration change and/or new code. An
+    /// update that changes nothing keeps the current revision.
+    pub async fn update_function(
+        self: &Arc<Self>,
+        name: &str,
+        update: FunctionUpdate,
+        code_archive: Option<&Path>,
+    ) -> Result<FunctionInfo, ControlError> {
+        let current = self.function_record(name)?;
+        let config = apply_update(&current.config, update);
+        self.check_config(&config)?;
+        let code = match code_archive {
+            Some(a) => self.store_code(a).await?.digest,
+            None => current.code.digest.clone(),
+        };
+        if config != current.config || code != current.code.digest {
+            let rev = self
+                .meta
+                .add_revision(name, &config, &code)?
+                .ok_or_else(|| ControlError::NotFound {
+                    what: "function",
+                    name: name.into(),
+                })?;
+            tracing::info!(function = name, revision = rev, "function updated");
+            self.instances.retire_function(name, Some(rev)).await;
+            self.collect_code();
+        }
+        self.function(name)
+    }
+
+    pub(crate) fn function_record(&self, name: &str) -> Result<FunctionRecord, ControlError> {
+        self.meta
+            .function(name)?
+            .ok_or_else(|| ControlError::NotFound {
+                what: "function",
+                name: name.into(),
+            })
+    }
+
+    /// A function at its current revision, with secret values masked.
+    pub fn function(&self, name: &str) -> Result<FunctionInfo, ControlError> {
+        let rec = self.function_record(name)?;
+        self.function_info(rec)
+    }
+
+    /// Every function.
+    pub fn functions(&self) -> Result<Vec<FunctionInfo>, ControlError> {
+        self.meta
+            .functions()?
+            .into_iter()
+            .map(|f| self.function_info(f))
+            .collect()
+    }
+
+    fn function_info(&self, f: FunctionRecord) -> Result<FunctionInfo, ControlError> {
+        let (resolved, defaults) = match f
+            .config
+            .runtime
+            .parse::<RuntimeRef>()
+            .ok()
+            .map(|r| self.meta.runtime(&r.name, r.version))
+        {
+            Some(Ok(Some(rt))) => (rt.reference(), rt.resources),
+            _ => ("(missing)".to_string(), Resources::platform_default()),
+        };
+        Ok(FunctionInfo {
+            stats: self.instances.stats(&f.name),
+            name: f.name,
+            revision: f.revision,
+            runtime: f.config.runtime.clone(),
+            runtime_resolved: resolved,
+            handler: f.config.handler.clone(),
+            resources: f
+                .config
+                .resources
+                .or(&defaults)
+                .or(&Resources::platform_default()),
+            env: f.config.env.clone(),
+            secret_env: f.config.secret_env.keys().cloned().collect(),
+            volumes: f.config.volumes.clone(),
+            network: f.config.network,
+            code_digest: f.code.digest,
+            code_size_bytes: f.code.size_bytes,
+            updated_at: f.updated_at,
+            created_at: f.created_at,
+        })
+    }
+
+    /// Removes a function: its instances stop, its revisions and logs go, unused code is collected.
+    pub async fn delete_function(self: &Arc<Self>, name: &str) -> Result<(), ControlError> {
+        self.function_record(name)?;
+        self.instances.retire_function(name, None).await;
+        self.meta.delete_function(name)?;
+        self.logs.remove(name);
+        self.collect_code();
+        tracing::info!(function = name, "function removed");
+        Ok(())
+    }
+
+    /// Deletes code packages no revision uses.
+    pub(crate) fn collect_code(&self) {
+        let Ok(unused) = self.meta.unused_code() else {
+            return;
+        };
+        for d in unused {
+            if let Ok(true) = self.meta.delete_code(&d) {
+                if let Err(e) = self.store.remove_code(&d) {
+                    tracing::warn!(digest = %d, error = %e, "cannot remove code");
+                }
+            }
+        }
+    }
+
+    /// Log entries of a function at or after `since_ms`, at most the newest `limit`.
+    pub fn read_logs(
+        &self,
+        name: &str,
+        since_ms: u64,
+        limit: usize,
+    ) -> Vec<strata_types::api::LogEntry> {
+        self.logs.read(name, since_ms, limit)
+    }
+
+    /// New log entries of every function as they are written.
+    pub fn subscribe_logs(&self) -> tokio::sync::broadcast::Receiver<strata_types::api::LogEntry> {
+        self.logs.subscribe()
+    }
+
+    // ---- volumes ----
+
+    /// Host directory of a volume.
+    pub fn volume_path(&self, name: &str) -> PathBuf {
+        self.settings.data_dir.join("volumes").join(name)
+    }
+
+    /// Creates a named volume: a host directory mounted read-write into instances.
+    pub fn create_volume(&self, name: &str) -> Result<VolumeInfo, ControlError> {
+        validate_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let path = self.volume_path(name);
+        std::fs::create_dir_all(&path)
+            .map_err(|e| ControlError::io(format!("create volume {}", path.display()), e))?;
+        // Like /tmp: writable by the function's user whoever it is, sticky.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o1777))
+            .map_err(|e| ControlError::io("set volume permissions", e))?;
+        self.meta.insert_volume(name)?;
+        self.volume(name)
+    }
+
+    /// One volume.
+    pub fn volume(&self, name: &str) -> Result<VolumeInfo, ControlError> {
+        self.volumes()?
+            .into_iter()
+            .find(|v| v.name == name)
+            .ok_or_else(|| ControlError::NotFound {
+                what: "volume",
+                name: name.into(),
+            })
+    }
+
+    /// Every volume.
+    pub fn volumes(&self) -> Result<Vec<VolumeInfo>, ControlError> {
+        self.meta
+            .volumes()?
+            .into_iter()
+            .map(|(name, created_at)| {
+                Ok(VolumeInfo {
+                    used_by: self.meta.volume_users(&name)?,
+                    name,
+                    created_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes a volume and its data; refused while a function mounts it.
+    pub fn delete_volume(&self, name: &str) -> Result<(), ControlError> {
+        if !self.meta.delete_volume(name)? {
+            return Err(ControlError::NotFound {
+                what: "volume",
+                name: name.into(),
+            });
+        }
+        let path = self.volume_path(name);
+        if let Err(e) = std::fs::remove_dir_all(&path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove volume data");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Applies an update to a configuration.
+pub fn apply_update(base: &FunctionConfig, u: FunctionUpdate) -> FunctionConfig {
+    let mut c = base.clone();
+    if let Some(r) = u.runtime {
+        c.runtime = r;
+    }
+    if let Some(h) = u.handler {
+        c.handler = h;
+    }
+    c.resources = u.resources.or(&c.resources);
+    for k in &u.unset_env {
+        c.env.remove(k);
+        c.secret_env.remove(k);
+    }
+    for (k, v) in u.env {
+        c.secret_env.remove(&k);
+        c.env.insert(k, v);
+    }
+    for (k, v) in u.secret_env {
+        c.env.remove(&k);
+        c.secret_env.insert(k, v);
+    }
+    if let Some(v) = u.volumes {
+        c.volumes = v;
+    }
+    if let Some(n) = u.network {
+        c.network = n;
+    }
+    c
+}
+
+/// Parses `VOL:/path` volume flags.
+pub fn parse_volume_flag(s: &str) -> Result<VolumeMount, String> {
+    match s.split_once(':') {
+        Some((v, p)) if !v.is_empty() && p.starts_with('/') => Ok(VolumeMount {
+            volume: v.into(),
+            path: p.into(),
+        }),
+        _ => Err(format!(
+            "invalid volume {s:?}: expected VOLUME:/absolute/path"
+        )),
+    }
+}
+
+/// The merged environment a function's bootstrap sees, in order: runtime config, function env,
+/// secret env (later wins), as `KEY=VALUE`.
+pub(crate) fn function_env(runtime_env: &[String], config: &FunctionConfig) -> Vec<String> {
+    let mut map: BTreeMap<String, String> = BTreeMap::new();
+    let mut order: Vec<String> = Vec::new();
+    let mut put = |k: &str, v: &str| {
+        if map.insert(k.to_string(), v.to_string()).is_none() {
+            order.push(k.to_string());
+        }
+    };
+    for e in runtime_env {
+        if let Some((k, v)) = e.split_once('=') {
+            put(k, v);
+        }
+    }
+    for (k, v) in config.env.iter().chain(config.secret_env.iter()) {
+        put(k, v);
+    }
+    order
+        .into_iter()
+        .map(|k| format!("{k}={}", map[&k]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_merge_and_move_keys_between_plain_and_secret() {
+        let mut base = FunctionConfig {
+            runtime: "python3".into(),
+            handler: "app.handler".into(),
+            ..Default::default()
+        };
+        base.env.insert("A".into(), "1".into());
+        base.secret_env.insert("S".into(), "x".into());
+        let mut u = FunctionUpdate {
+            handler: Some("app.other".into()),
+            ..Default::default()
+        };
+        u.env.insert("S".into(), "now-plain".into());
+        u.unset_env.push("A".into());
+        u.resources.memory_bytes = Some(512 << 20);
+        let c = apply_update(&base, u);
+        assert_eq!(c.handler, "app.other");
+        assert_eq!(c.runtime, "python3");
+        assert!(!c.env.contains_key("A"));
+        assert_eq!(c.env.get("S").map(String::as_str), Some("now-plain"));
+        assert!(c.secret_env.is_empty());
+        assert_eq!(c.resources.memory_bytes, Some(512 << 20));
+        assert_eq!(
+            apply_update(&c, FunctionUpdate::default()),
+            c,
+            "an empty update changes nothing"
+        );
+    }
+
+    #[test]
+    fn environment_layers_in_order() {
+        let mut c = FunctionConfig::default();
+        c.env.insert("PATH".into(), "/custom".into());
+        c.env.insert("B".into(), "2".into());
+        c.secret_env.insert("TOKEN".into(), "t".into());
+        let env = function_env(&["PATH=/usr/bin".into(), "LANG=C".into()], &c);
+        assert_eq!(env, vec!["PATH=/custom", "LANG=C", "B=2", "TOKEN=t"]);
+    }
+
+    #[test]
+    fn volume_flags() {
+        assert_eq!(
+            parse_volume_flag("data:/mnt/data"),
+            Ok(VolumeMount {
+                volume: "data".into(),
+                path: "/mnt/data".into()
+            })
+        );
+        assert!(parse_volume_flag("data").is_err());
+        assert!(parse_volume_flag("data:rel").is_err());
+        assert!(parse_volume_flag(":/x").is_err());
+    }
+}
