@@ -28,16 +28,22 @@ struct Instance {
     _dir: tempfile::TempDir,
 }
 
+/// Starts strata-init with `tests/bootstrap.py MODE` as the bootstrap.
 fn start(mode: &str, extra_env: &[(&str, &str)]) -> Instance {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bootstrap.py");
+    let script = script.to_str().unwrap();
+    start_with(&["python3", "-u", script, mode], extra_env)
+}
+
+/// Starts strata-init with `argv` as the bootstrap and waits for its `Hello`.
+fn start_with(argv: &[&str], extra_env: &[(&str, &str)]) -> Instance {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("host.sock");
     let listener = UnixListener::bind(&socket).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bootstrap.py");
     let mut command = Command::new(env!("CARGO_BIN_EXE_strata-init"));
     command
-        .args(["--", "python3", "-u"])
-        .arg(&script)
-        .arg(mode)
+        .arg("--")
+        .args(argv)
         .env("STRATA_SOCKET", &socket)
         .env("STRATA_INSTANCE", "i-test")
         .env("STRATA_RUNTIME_API", "127.0.0.1:0")
@@ -745,4 +751,54 @@ fn bad_configuration_exits_2_with_a_message() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("STRATA_SOCKET"));
+}
+
+/// Strata's own Python runtime bootstrap (`runtimes/python3`) runs handlers through the agent.
+#[test]
+fn strata_python_bootstrap_runs_handlers() {
+    let bootstrap = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../runtimes/python3/bootstrap/strata_bootstrap.py");
+    if !bootstrap.is_file() {
+        eprintln!("skipped: {} does not exist", bootstrap.display());
+        return;
+    }
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        "def handler(event, context):\n    \
+             print('handling', context.aws_request_id)\n    \
+             if event.get('fail'):\n        raise ValueError('bad input')\n    \
+             return {'doubled': event['n'] * 2}\n",
+    )
+    .unwrap();
+    let task_root = code.path().to_str().unwrap();
+    let mut instance = start_with(
+        &["python3", "-u", bootstrap.to_str().unwrap(), "app.handler"],
+        &[
+            ("LAMBDA_TASK_ROOT", task_root),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+        ],
+    );
+    expect_ready(&mut instance);
+    instance.invoke("req-py1", 5000, r#"{"n":21}"#);
+    let (header, body) = instance.recv();
+    assert!(
+        matches!(header, Header::Response { ref id, .. } if id == "req-py1"),
+        "{header:?}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(out, serde_json::json!({"doubled": 42}));
+    instance.log_until(|l| l == "handling req-py1");
+
+    instance.invoke("req-py2", 5000, r#"{"fail":true}"#);
+    let (header, body) = instance.recv();
+    assert!(
+        matches!(header, Header::Error { ref id, .. } if id == "req-py2"),
+        "{header:?}"
+    );
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["errorMessage"], "bad input");
+    assert_eq!(err["errorType"], "ValueError");
 }

@@ -27,6 +27,11 @@ pub fn skip_reason() -> Option<String> {
     {
         return Some("runc is not installed (scripts/install-deps installs it)".into());
     }
+    if init_binary().is_none() {
+        return Some(
+            "strata-init is not built (cargo build -p strata-init, or set STRATA_INIT)".into(),
+        );
+    }
     if !rootfs_tar().is_file() {
         return Some(format!(
             "no test root file system at {} (scripts/test makes it with mmdebstrap)",
@@ -45,6 +50,16 @@ macro_rules! require_root {
             return;
         }
     };
+}
+
+/// The strata-init agent the test servers give instances: `STRATA_INIT`, else the one cargo
+/// built next to the strata binary.
+pub fn init_binary() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("STRATA_INIT") {
+        return Some(PathBuf::from(p));
+    }
+    let p = Path::new(BIN).parent()?.join("strata-init");
+    p.is_file().then_some(p)
 }
 
 pub fn rootfs_tar() -> PathBuf {
@@ -109,6 +124,7 @@ impl Server {
             .arg(self.data.path())
             .args(["--listen", &self.listen, "--log", "info"])
             .args(&self.extra)
+            .env("STRATA_INIT", init_binary().unwrap_or_default())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
