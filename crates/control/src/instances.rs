@@ -756,9 +756,14 @@ impl Platform {
         });
     }
 
-    /// Stops every instance (on shutdown).
+    /// Stops every instance and removes this server's (now empty) cgroup parent (on shutdown).
     pub async fn stop_instances(&self) {
         self.instances.stop_all().await;
+        if let Some((parent, tag)) = self.settings.cgroup_parent.rsplit_once('/') {
+            if let Err(e) = strata_sandbox::cleanup_cgroups(parent, tag) {
+                tracing::warn!(error = %e, "cannot remove the cgroup parent");
+            }
+        }
     }
 
     /// Path of the agent binary the server gives instances.

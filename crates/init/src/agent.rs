@@ -211,7 +211,11 @@ pub fn run(config: Config) -> Result<i32, AgentError> {
     let bootstrap = match process::spawn(&config.bootstrap, api_addr) {
         Ok(bootstrap) => bootstrap,
         Err(e) => {
-            let program = config.bootstrap[0].to_string_lossy();
+            let program = config
+                .bootstrap
+                .first()
+                .map(|p| p.to_string_lossy())
+                .unwrap_or_default();
             let error_type = "Runtime.InvalidEntrypoint";
             let message = format!("cannot start the bootstrap {program:?}: {e}");
             eprintln!("strata-init: {message}");
@@ -230,9 +234,34 @@ pub fn run(config: Config) -> Result<i32, AgentError> {
         }
     };
     let group = bootstrap.pid;
+    match start_threads(
+        bootstrap,
+        listener,
+        host,
+        host_reader,
+        signals,
+        config.log_limit,
+    ) {
+        Ok(agent) => Ok(agent.run()),
+        Err(e) => {
+            process::signal_group(group, Signal::KILL);
+            Err(e)
+        }
+    }
+}
 
+/// Starts the reaper, signal, host-reader, log and Runtime API threads.
+fn start_threads(
+    bootstrap: process::Bootstrap,
+    listener: TcpListener,
+    host: Arc<HostLink>,
+    host_reader: UnixStream,
+    signals: signals::Blocked,
+    log_limit: u64,
+) -> Result<Agent, AgentError> {
+    let group = bootstrap.pid;
     let (events, rx) = mpsc::channel::<Event>();
-    let invocations = Arc::new(Invocations::new(config.log_limit));
+    let invocations = Arc::new(Invocations::new(log_limit));
     let (logs_done_tx, logs_done) = mpsc::channel::<()>();
 
     let tx = events.clone();
@@ -278,14 +307,13 @@ pub fn run(config: Config) -> Result<i32, AgentError> {
     spawn_thread("runtime-api", move || runtime_api::serve(listener, api))?;
     drop(events);
 
-    let agent = Agent {
+    Ok(Agent {
         host,
         invocations,
         group,
         events: rx,
         logs_done,
-    };
-    Ok(agent.run())
+    })
 }
 
 fn spawn_thread(name: &'static str, f: impl FnOnce() + Send + 'static) -> Result<(), AgentError> {
@@ -401,12 +429,14 @@ impl Agent {
                     };
                     match self.invocations.invoke(invocation) {
                         Ok(()) => {
-                            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
-                            clock = Some(Clock {
-                                id,
-                                timeout_ms,
-                                deadline,
-                            });
+                            // A timeout too large for the clock means no timeout at all.
+                            clock = Instant::now()
+                                .checked_add(Duration::from_millis(timeout_ms))
+                                .map(|deadline| Clock {
+                                    id,
+                                    timeout_ms,
+                                    deadline,
+                                });
                         }
                         Err(busy) => self.reject(
                             &id,

@@ -266,14 +266,31 @@ impl Server {
             .unwrap_or_default()
     }
 
-    /// Asserts that nothing of a container or build is left behind.
+    /// cgroups of this server's containers still present (must be none when idle).
+    pub fn cgroups(&self) -> Vec<String> {
+        use sha2::Digest as _;
+        let abs = std::path::absolute(self.data.path()).expect("absolute");
+        let tag = hex::encode(&sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())[..6]);
+        let mut left = Vec::new();
+        for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+            let dir = Path::new(root).join("strata").join(&tag);
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                        left.push(e.path().display().to_string());
+                    }
+                }
+            }
+        }
+        left
+    }
+
+    /// Asserts that nothing of a container, build or instance is left behind: no mount under the
+    /// data directory, no scratch files, no cgroup.
     pub fn assert_clean(&self) {
         assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
-        assert_eq!(
-            self.scratch_entries(),
-            Vec::<String>::new(),
-            "scratch files left behind"
-        );
+        assert_eq!(self.scratch_entries(), Vec::<String>::new(), "scratch files left behind");
+        assert_eq!(self.cgroups(), Vec::<String>::new(), "cgroups left behind");
     }
 
     pub fn write(&self, rel: &str, text: &str) -> PathBuf {
