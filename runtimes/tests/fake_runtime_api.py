@@ -13,6 +13,7 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 PREFIX = "/2018-06-01/runtime"
+SPECIALIZATION = "/2018-06-01/strata/specialization"
 FUNCTION_NAME = "hello"
 
 
@@ -24,6 +25,7 @@ class FakeRuntimeAPI:
         self.init_errors = []  # list of {"body", "headers"}
         self.requests = []  # every request: {"method", "path", "client", "time"}
         self.stopping = threading.Event()
+        self.specialization = None  # the answer of GET SPECIALIZATION, once specialize() is called
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -52,6 +54,15 @@ class FakeRuntimeAPI:
 
             def do_GET(self):
                 self._note()
+                if self.path == SPECIALIZATION:
+                    with api.cond:
+                        while api.specialization is None and not api.stopping.is_set():
+                            api.cond.wait(0.1)
+                        answer = api.specialization
+                    if answer is None:
+                        return self._reply(500, b'{"errorMessage":"shutting down"}')
+                    return self._reply(200, json.dumps(answer).encode(),
+                                       {"Content-Type": "application/json"})
                 if self.path != PREFIX + "/invocation/next":
                     return self._reply(404, b'{"errorMessage":"not found"}')
                 while True:
@@ -104,6 +115,16 @@ class FakeRuntimeAPI:
         self.server.shutdown()
         self.server.server_close()
 
+    def specialize(self, handler, env, function=FUNCTION_NAME):
+        """Answers (now and later) the deferred bootstrap's GET of the specialization endpoint."""
+        with self.cond:
+            self.specialization = {"function": function, "handler": handler, "env": dict(env)}
+            self.cond.notify_all()
+
+    def specialization_requests(self):
+        with self.cond:
+            return [r for r in self.requests if r["path"] == SPECIALIZATION]
+
     def push(self, event=None, raw=None, timeout_ms=30000, extra_headers=None, trace_id=None):
         """Queues an invocation; returns its request id."""
         request_id = str(uuid.uuid4())
@@ -144,7 +165,8 @@ class FakeRuntimeAPI:
 
     def next_requests(self):
         with self.cond:
-            return [r for r in self.requests if r["method"] == "GET"]
+            return [r for r in self.requests
+                    if r["method"] == "GET" and r["path"] == PREFIX + "/invocation/next"]
 
 
 def function_env(api, handler, task_root, extra=None):
@@ -166,6 +188,36 @@ def function_env(api, handler, task_root, extra=None):
     }
     env.update(extra or {})
     return env
+
+
+def generic_env(api, extra=None):
+    """The environment of a generic instance's deferred bootstrap: no function yet."""
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "LANG": "C.UTF-8",
+        "AWS_LAMBDA_RUNTIME_API": api.address,
+        "STRATA_SPECIALIZE": "1",
+        "TZ": ":UTC",
+    }
+    env.update(extra or {})
+    return env
+
+
+def start_generic_bootstrap(command, api, cwd, extra_env=None):
+    """Starts a deferred bootstrap as the agent does for a generic instance: ENTRYPOINT without
+    a handler. Returns (process, stdout file, stderr file)."""
+    out = tempfile.TemporaryFile()
+    err = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        list(command),
+        cwd=cwd,
+        env=generic_env(api, extra_env),
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=err,
+    )
+    return proc, out, err
 
 
 def start_bootstrap(command, api, handler, task_root, extra_env=None, pass_handler_arg=True):

@@ -14,7 +14,7 @@ import textwrap
 import time
 import unittest
 
-from fake_runtime_api import FakeRuntimeAPI, read_file, start_bootstrap
+from fake_runtime_api import FakeRuntimeAPI, read_file, start_bootstrap, start_generic_bootstrap
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RUNTIMES = os.path.dirname(HERE)
@@ -90,6 +90,95 @@ class BootstrapTestCase(unittest.TestCase):
 
     def assert_exits(self, code=1):
         self.assertEqual(self.proc.wait(10), code, self.logs())
+
+
+class DeferredTests:
+    """Deferred start (STRATA_SPECIALIZE=1), for both bootstraps. A subclass sets `command`,
+    `app_file` and `app_code` (a handler `handler` that returns its event, environment, working
+    directory and context.function_name) and `app_handler`."""
+
+    ENV_KEYS = ["MY_VAR", "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER", "LAMBDA_TASK_ROOT",
+                "STRATA_SPECIALIZE", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]
+
+    def start_generic(self, extra_args=(), extra_env=None):
+        """Starts the bootstrap as a generic instance's: no function, elsewhere than its code."""
+        cwd = tempfile.mkdtemp(prefix="strata-cwd-")
+        self.addCleanup(shutil.rmtree, cwd, True)
+        self.proc, self.out, self.err = start_generic_bootstrap(
+            list(self.command) + list(extra_args), self.api, cwd, extra_env)
+        self.addCleanup(self.out.close)
+        self.addCleanup(self.err.close)
+
+    def function_env(self, handler, **extra):
+        env = {
+            "LAMBDA_TASK_ROOT": self.task_root,
+            "AWS_LAMBDA_FUNCTION_NAME": "hello",
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
+            "AWS_LAMBDA_LOG_GROUP_NAME": "/aws/lambda/hello",
+            "AWS_LAMBDA_LOG_STREAM_NAME": "2024/01/01/[$LATEST]0123456789abcdef",
+            "_HANDLER": handler,
+            "MY_VAR": "from the specialization",
+        }
+        env.update(extra)
+        return env
+
+    def assert_waiting(self):
+        asked = self.api.wait(lambda: self.api.specialization_requests())
+        self.assertTrue(asked, "the bootstrap never asked for its specialization\n" + self.logs())
+        time.sleep(0.2)
+        self.assertIsNone(self.proc.poll(), "the bootstrap must wait\n" + self.logs())
+        self.assertEqual(self.api.next_requests(), [], "no /next before the specialization")
+        self.assertEqual(self.api.init_errors, [])
+
+    def test_deferred_start_waits_then_serves_with_the_function_env(self):
+        self.start_generic()
+        self.assert_waiting()
+        # The code shows up only now (the server mounts it), then the instance is specialized.
+        self.write(self.app_file, self.app_code)
+        self.api.specialize(self.app_handler, self.function_env(self.app_handler))
+        body = self.ok({"k": 1})
+        self.assertEqual(body["event"], {"k": 1})
+        self.assertEqual(body["function_name"], "hello")
+        self.assertEqual(body["env"], {
+            "MY_VAR": "from the specialization", "AWS_LAMBDA_FUNCTION_NAME": "hello",
+            "_HANDLER": self.app_handler, "LAMBDA_TASK_ROOT": self.task_root,
+            "STRATA_SPECIALIZE": None, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256"})
+        self.assertEqual(os.path.realpath(body["cwd"]), os.path.realpath(self.task_root))
+        # Same process, same connection, next invocation.
+        self.assertEqual(self.ok({"k": 2})["event"], {"k": 2})
+        self.assertEqual(len(self.api.specialization_requests()), 1)
+        clients = {r["client"] for r in self.api.requests}
+        self.assertEqual(len(clients), 1, "one keep-alive connection expected: %s" % clients)
+
+    def test_deferred_handler_comes_from_the_payload_not_argv(self):
+        self.write(self.app_file, self.app_code)
+        self.start_generic(extra_args=["wrong.handler"], extra_env={"_HANDLER": "wrong.handler"})
+        self.assert_waiting()
+        env = self.function_env(self.app_handler)
+        del env["_HANDLER"]
+        self.api.specialize(self.app_handler, env)
+        body = self.ok({})
+        self.assertEqual(body["env"]["MY_VAR"], "from the specialization")
+
+    def test_deferred_init_error_is_reported_as_in_direct_mode(self):
+        self.start_generic()
+        self.assert_waiting()
+        self.api.specialize("nothere.handler", self.function_env("nothere.handler"))
+        body = self.init_failed()
+        self.assertEqual(body["errorType"], "Runtime.ImportModuleError")
+        self.assertIn("nothere", body["errorMessage"])
+        self.assertEqual(self.api.next_requests(), [])
+
+    def test_deferred_task_root_defaults_to_var_task(self):
+        self.start_generic()
+        self.assert_waiting()
+        env = self.function_env("nothere.handler")
+        del env["LAMBDA_TASK_ROOT"]
+        self.api.specialize("nothere.handler", env)
+        self.init_failed()
+        if not os.path.isdir("/var/task"):
+            self.assertIn("/var/task", read_file(self.err))
 
 
 # ============================================================================================
@@ -351,6 +440,27 @@ class PythonBootstrapTest(BootstrapTestCase):
         body, _ = self.failed({})
         self.assertEqual(body["errorType"], "SystemExit")
         self.assert_exits(3)
+
+
+class PythonDeferredTest(DeferredTests, BootstrapTestCase):
+    command = [sys.executable, "-u", PY_BOOTSTRAP]
+    app_file = "app.py"
+    app_handler = "app.handler"
+    app_code = """
+        import os, sys
+        KEYS = %r
+        def handler(event, context):
+            return {"event": event, "env": {k: os.environ.get(k) for k in KEYS},
+                    "cwd": os.getcwd(), "path0": sys.path[0],
+                    "function_name": context.function_name}
+    """ % DeferredTests.ENV_KEYS
+
+    def test_task_root_is_first_on_sys_path(self):
+        self.start_generic()
+        self.assert_waiting()
+        self.write("app.py", self.app_code)
+        self.api.specialize("app.handler", self.function_env("app.handler"))
+        self.assertEqual(self.ok({})["path0"], self.task_root)
 
 
 # ============================================================================================
@@ -685,6 +795,22 @@ class NodeBootstrapTest(BootstrapTestCase):
         self.assertIn("hello from init", out)
         self.assertIn("during " + request_id, out)
         self.assertIn("to stderr", read_file(self.err))
+
+
+@unittest.skipIf(NODE is None, "node is not on PATH: Node.js bootstrap tests skipped")
+class NodeDeferredTest(DeferredTests, BootstrapTestCase):
+    command = [NODE or "node", NODE_BOOTSTRAP]
+    app_file = "index.js"
+    app_handler = "index.handler"
+    app_code = """
+        const KEYS = %s;
+        exports.handler = async (event, context) => ({
+          event,
+          env: Object.fromEntries(KEYS.map((k) => [k, process.env[k] ?? null])),
+          cwd: process.cwd(),
+          function_name: context.functionName,
+        });
+    """ % json.dumps(DeferredTests.ENV_KEYS)
 
 
 def load_tests(loader, tests, pattern):

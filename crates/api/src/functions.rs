@@ -470,6 +470,25 @@ pub async fn logs(
     Ok(([(header::CONTENT_TYPE, NDJSON)], body).into_response())
 }
 
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.platform.metrics_text(),
+    )
+        .into_response()
+}
+
+/// `PUT /v1/runtimes/{name}/pool`: the generic pool size of a runtime's versions.
+pub async fn set_pool(
+    State(s): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    body: Result<Json<strata_types::api::PoolSettings>, JsonRejection>,
+) -> ApiResult<Json<strata_types::api::PoolSettings>> {
+    let Json(p) = body.map_err(|e| bad(format!("invalid JSON body: {}", e.body_text())))?;
+    Ok(Json(s.platform.set_pool(&name, p)?))
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVolume {

@@ -56,6 +56,8 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/v1/volumes", true),
     ("POST", "/v1/volumes", true),
     ("DELETE", "/v1/volumes/{name}", true),
+    ("PUT", "/v1/runtimes/{ref}/pool", true),
+    ("GET", "/metrics", true),
 ];
 
 /// The public HTTP trigger: `ANY /fn/{name}` and `ANY /fn/{name}/{*path}`.
@@ -128,6 +130,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/volumes/{name}",
             axum::routing::delete(functions::delete_volume),
         )
+        .route(
+            "/v1/runtimes/{ref}/pool",
+            axum::routing::put(functions::set_pool),
+        )
+        .route("/metrics", get(functions::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/v1/health", get(handlers::health))

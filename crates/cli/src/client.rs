@@ -104,6 +104,16 @@ impl Api {
             .json()?)
     }
 
+    pub fn put_json<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<T> {
+        Ok(self
+            .send(self.req(reqwest::Method::PUT, path).json(body))?
+            .json()?)
+    }
+
     pub fn post_form<T: DeserializeOwned>(
         &self,
         path: &str,

@@ -99,6 +99,17 @@ pub enum RuntimeCmd {
         /// NAME (every version) or NAME@VERSION.
         reference: String,
     },
+    /// Set how many warm generic instances each version of a runtime keeps (pool size).
+    Pool {
+        /// Runtime name.
+        name: String,
+        /// Instances kept warm at least.
+        #[arg(long)]
+        min: u32,
+        /// Most instances the pool grows to under load.
+        #[arg(long)]
+        max: u32,
+    },
     /// Run a one-off command in a fresh instance of a runtime; exits with its exit code.
     Run {
         /// NAME or NAME@VERSION.
@@ -301,6 +312,15 @@ fn runtime(api: &Api, fmt: Format, cmd: RuntimeCmd) -> anyhow::Result<ExitCode> 
                     })
                     .unwrap_or_default();
                 format!("removed {}\n", list.join(", "))
+            })
+        }
+        RuntimeCmd::Pool { name, min, max } => {
+            let p: strata_types::api::PoolSettings = api.put_json(
+                &format!("/v1/runtimes/{name}/pool"),
+                &strata_types::api::PoolSettings { min, max },
+            )?;
+            print(fmt, &p, |p| {
+                format!("pool of {name}: min {} max {}\n", p.min, p.max)
             })
         }
         RuntimeCmd::Run {

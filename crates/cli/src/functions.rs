@@ -58,6 +58,31 @@ pub struct ConfigFlags {
     /// Volume mount, VOLUME:/path.
     #[arg(long = "volume")]
     pub volumes: Vec<String>,
+    /// Instances kept warm without traffic.
+    #[arg(long)]
+    pub min_instances: Option<u32>,
+    /// Most instances at once.
+    #[arg(long)]
+    pub max_instances: Option<u32>,
+    /// Invocations one instance serves at the same time.
+    #[arg(long)]
+    pub concurrency: Option<u32>,
+    /// Stop instances above the minimum after this idle time, e.g. 5m.
+    #[arg(long)]
+    pub idle_timeout: Option<String>,
+    /// Requests that may wait for capacity before 429.
+    #[arg(long)]
+    pub max_queue: Option<u32>,
+}
+
+fn scaling_update(c: &ConfigFlags) -> anyhow::Result<strata_types::api::ScalingUpdate> {
+    Ok(strata_types::api::ScalingUpdate {
+        min_instances: c.min_instances,
+        max_instances: c.max_instances,
+        concurrency: c.concurrency,
+        idle_timeout_ms: c.idle_timeout.as_deref().map(parse_duration).transpose()?,
+        max_queue: c.max_queue,
+    })
 }
 
 #[derive(Args, Debug)]
@@ -238,10 +263,25 @@ pub fn describe(f: &FunctionInfo) -> String {
     for v in &f.volumes {
         s.push_str(&format!("volume:    {}:{}\n", v.volume, v.path));
     }
+    let sc = &f.scaling;
+    s.push_str(&format!(
+        "scaling:   min {} max {} concurrency {} queue {} idle {}\n",
+        sc.min_instances,
+        sc.max_instances,
+        sc.concurrency,
+        sc.max_queue,
+        sc.idle_timeout_ms
+            .map(|t| format!("{}s", t / 1000))
+            .unwrap_or_else(|| "server default".into())
+    ));
     let st = &f.stats;
     s.push_str(&format!(
-        "stats:     {} invocations, {} errors, {} cold starts, {} instances, p50 {:.1} ms, p99 {:.1} ms\n",
-        st.invocations, st.errors, st.cold_starts, st.instances, st.p50_ms, st.p99_ms
+        "stats:     {} invocations, {} errors, {} cold starts ({} pool hits, {} pool misses), {} instances, p50 {:.1} ms, p99 {:.1} ms\n",
+        st.invocations, st.errors, st.cold_starts, st.pool_hits, st.pool_misses, st.instances, st.p50_ms, st.p99_ms
+    ));
+    s.push_str(&format!(
+        "timing:    mean queue {:.2} ms, specialize {:.2} ms, init {:.2} ms, run {:.2} ms\n",
+        st.mean_queue_ms, st.mean_specialize_ms, st.mean_init_ms, st.mean_run_ms
     ));
     s
 }
@@ -258,6 +298,17 @@ pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
                 secret_env: kv(&a.config.secret_env, "secret-env")?,
                 volumes: volumes(&a.config)?,
                 network: a.network,
+                scaling: {
+                    let u = scaling_update(&a.config)?;
+                    let d = strata_types::api::Scaling::default();
+                    strata_types::api::Scaling {
+                        min_instances: u.min_instances.unwrap_or(d.min_instances),
+                        max_instances: u.max_instances.unwrap_or(d.max_instances),
+                        concurrency: u.concurrency.unwrap_or(d.concurrency),
+                        idle_timeout_ms: u.idle_timeout_ms,
+                        max_queue: u.max_queue.unwrap_or(d.max_queue),
+                    }
+                },
             };
             let spec = CreateFunctionSpec {
                 name: a.name,
@@ -284,6 +335,7 @@ pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
                     None
                 },
                 network: a.network,
+                scaling: scaling_update(&a.config)?,
             };
             let mut form = reqwest::blocking::multipart::Form::new()
                 .text("update", serde_json::to_string(&update)?);

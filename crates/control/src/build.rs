@@ -468,6 +468,7 @@ impl Platform {
             cgroup_parent: self.settings.cgroup_parent.clone(),
             no_new_privileges: false,
             rlimit_nofile: 1 << 20,
+            slave_binds: vec![],
         };
         let bundle = scratch.path().join("bundle");
         std::fs::create_dir_all(&bundle)
@@ -737,6 +738,13 @@ impl MountGuard {
         Ok(MountGuard {
             target: Some(target.to_path_buf()),
         })
+    }
+
+    /// A guard for a mount made elsewhere.
+    pub(crate) fn adopt(target: PathBuf) -> MountGuard {
+        MountGuard {
+            target: Some(target),
+        }
     }
 
     pub(crate) async fn unmount(mut self) -> Result<(), ControlError> {

@@ -22,6 +22,12 @@ pub enum ControlError {
         /// Its name.
         name: String,
     },
+    /// The runtime could not load the function (import error, missing handler...).
+    #[error("{}: {}", .error.error_type, .error.error_message)]
+    InitFailed {
+        /// The runtime's report, in the Lambda error shape.
+        error: strata_types::api::InvokeError,
+    },
     /// The thing is still used.
     #[error("{what} {name:?} is in use by {users}")]
     InUse {
@@ -114,6 +120,7 @@ impl ControlError {
             ControlError::NotFound { .. } => ErrorKind::NotFound,
             ControlError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ControlError::InUse { .. } => ErrorKind::FailedPrecondition,
+            ControlError::InitFailed { .. } => ErrorKind::InvalidArgument,
             ControlError::Io { .. } | ControlError::Internal(_) => ErrorKind::Internal,
             ControlError::Dockerfile(e) => e.kind(),
             ControlError::Meta(e) => e.kind(),

@@ -89,6 +89,25 @@ impl Platform {
                 )));
             }
         }
+        let sc = &config.scaling;
+        if sc.max_instances == 0 || sc.min_instances > sc.max_instances || sc.max_instances > 1000 {
+            return Err(ControlError::Invalid(format!(
+                "scaling: need 0 <= min-instances ({}) <= max-instances ({}) <= 1000 and max-instances >= 1",
+                sc.min_instances, sc.max_instances
+            )));
+        }
+        if !(1..=64).contains(&sc.concurrency) {
+            return Err(ControlError::Invalid(format!(
+                "scaling: concurrency must be 1-64, not {}",
+                sc.concurrency
+            )));
+        }
+        if sc.max_queue > 10_000 {
+            return Err(ControlError::Invalid(format!(
+                "scaling: max-queue must be at most 10000, not {}",
+                sc.max_queue
+            )));
+        }
         let mut seen = std::collections::HashSet::new();
         for v in &config.volumes {
             if !self.meta.has_volume(&v.volume)? {
@@ -229,6 +248,7 @@ impl Platform {
             secret_env: f.config.secret_env.keys().cloned().collect(),
             volumes: f.config.volumes.clone(),
             network: f.config.network,
+            scaling: f.config.scaling.clone(),
             code_digest: f.code.digest,
             code_size_bytes: f.code.size_bytes,
             updated_at: f.updated_at,
@@ -369,6 +389,12 @@ pub fn apply_update(base: &FunctionConfig, u: FunctionUpdate) -> FunctionConfig 
     if let Some(n) = u.network {
         c.network = n;
     }
+    let s = u.scaling;
+    c.scaling.min_instances = s.min_instances.unwrap_or(c.scaling.min_instances);
+    c.scaling.max_instances = s.max_instances.unwrap_or(c.scaling.max_instances);
+    c.scaling.concurrency = s.concurrency.unwrap_or(c.scaling.concurrency);
+    c.scaling.idle_timeout_ms = s.idle_timeout_ms.or(c.scaling.idle_timeout_ms);
+    c.scaling.max_queue = s.max_queue.unwrap_or(c.scaling.max_queue);
     c
 }
 

@@ -1,31 +1,26 @@
-//! Function instances: sandboxes of a runtime bound to one function revision, each running
-//! strata-init as PID 1, reused for later invocations of the same revision and stopped after an
-//! idle timeout.
+//! The instance manager: generic warm pools per runtime version, per-function instance sets,
+//! admission (dispatch, start, queue or 429), specialization, scale to zero, and runtime version
+//! rolls. Decisions come from the pure policy in `policy.rs`; this module applies them.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use strata_init::protocol::Header;
 use strata_meta::{FunctionRecord, RuntimeRecord};
-use strata_sandbox::{BindMount, ContainerSpec, Limits, Network, RunOutcome, TmpfsMount};
-use strata_store::ScratchDir;
-use strata_types::api::{FunctionStats, InvokeError, LogEntry, Stream};
+use strata_types::api::{FunctionStats, InvokeError};
 use strata_types::{Resources, RuntimeRef};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
-use tokio::task::JoinHandle;
+use tokio::sync::Notify;
 
-use crate::build::{MountGuard, StepDirs};
-use crate::functions::function_env;
+use crate::instance::{Instance, Mode, Phase, RuntimeKey};
 use crate::logs::now_ms;
-use crate::{random_hex, ControlError, Platform, CONTAINER_PREFIX};
-
-/// Where strata-init and its socket appear inside an instance.
-const RUN_DIR: &str = "/run/strata";
-/// Largest frame body the server accepts from an instance.
-const MAX_BODY: usize = 16 << 20;
+use crate::metrics::{Metrics, Phases, Start};
+use crate::policy::{
+    self, Admission, FnState, InstanceView, MemoryRoom, PoolAction, PoolConfig, PoolState,
+    ScaleAction, ScaleConfig,
+};
+use crate::{random_hex, ControlError, Platform};
 
 /// How an invocation failed, which decides its HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +31,7 @@ pub enum FailureKind {
     Timeout,
     /// The instance ran out of memory.
     OutOfMemory,
-    /// Too many instances: try again later.
+    /// No capacity now: retry after `retry_after_ms`.
     Overloaded,
     /// Strata itself failed.
     Platform,
@@ -71,6 +66,16 @@ impl InvokeFailure {
             format!("platform failure: {e}"),
         )
     }
+
+    fn outcome(&self) -> &'static str {
+        match self.kind {
+            FailureKind::Function => "function_error",
+            FailureKind::Timeout => "timeout",
+            FailureKind::OutOfMemory => "out_of_memory",
+            FailureKind::Overloaded => "overloaded",
+            FailureKind::Platform => "platform_error",
+        }
+    }
 }
 
 impl From<ControlError> for InvokeFailure {
@@ -78,6 +83,16 @@ impl From<ControlError> for InvokeFailure {
         match e.kind() {
             strata_types::ErrorKind::NotFound => {
                 InvokeFailure::new(FailureKind::Platform, "Strata.NotFound", e.to_string())
+            }
+            _ if matches!(e, ControlError::InitFailed { .. }) => match e {
+                ControlError::InitFailed { error } => InvokeFailure {
+                    kind: FailureKind::Function,
+                    error,
+                },
+                _ => unreachable!("matched above"),
+            },
+            strata_types::ErrorKind::InvalidArgument => {
+                InvokeFailure::new(FailureKind::Function, "Runtime.InitError", e.to_string())
             }
             _ => InvokeFailure::platform(e),
         }
@@ -93,25 +108,29 @@ pub struct InvokeResult {
     pub content_type: Option<String>,
     /// The invocation id.
     pub id: String,
-    /// Whether an instance was started for it.
+    /// Whether the invocation waited for an instance to be specialized or started.
     pub cold: bool,
     /// Wall time, milliseconds.
     pub duration_ms: f64,
 }
 
-/// One running instance.
-pub struct Instance {
-    id: String,
-    function: String,
-    revision: u32,
-    conn: tokio::sync::Mutex<UnixStream>,
-    last_used: Mutex<Instant>,
-    container: Mutex<Option<JoinHandle<Result<RunOutcome, strata_sandbox::SandboxError>>>>,
-    /// Kept for the instance's life: its overlay and its scratch directory.
-    mount: Mutex<Option<MountGuard>>,
-    scratch: Mutex<Option<ScratchDir>>,
-    /// The tail of strata-init's own output, for error messages.
-    agent_tail: Arc<Mutex<VecDeque<String>>>,
+/// The instances of one function.
+#[derive(Default)]
+struct FnSet {
+    instances: Vec<Arc<Instance>>,
+    /// Instances being provisioned.
+    starting: u32,
+    queued: u32,
+    notify: Arc<Notify>,
+    scale: ScaleConfig,
+}
+
+/// A runtime version's pool of generic instances.
+struct Pool {
+    cfg: PoolConfig,
+    state: PoolState,
+    ready: Vec<Arc<Instance>>,
+    memory: u64,
 }
 
 #[derive(Default)]
@@ -119,91 +138,132 @@ struct FnStats {
     invocations: u64,
     errors: u64,
     cold: u64,
+    pool_hits: u64,
+    pool_misses: u64,
     recent: VecDeque<f64>,
+    phases: [f64; 4],
+    phase_counts: [u64; 4],
 }
 
 /// The instance manager.
 pub struct Instances {
-    idle: Mutex<HashMap<String, Vec<Arc<Instance>>>>,
-    count: Mutex<HashMap<String, usize>>,
-    total: std::sync::atomic::AtomicUsize,
+    fns: Mutex<HashMap<String, FnSet>>,
+    pools: Mutex<HashMap<RuntimeKey, Pool>>,
     stats: Mutex<HashMap<String, FnStats>>,
+    /// Platform metrics.
+    pub metrics: Metrics,
+    epoch: Instant,
 }
 
 impl Instances {
     pub(crate) fn new() -> Instances {
         Instances {
-            idle: Mutex::new(HashMap::new()),
-            count: Mutex::new(HashMap::new()),
-            total: std::sync::atomic::AtomicUsize::new(0),
+            fns: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
+            metrics: Metrics::default(),
+            epoch: Instant::now(),
         }
     }
 
-    fn take_idle(&self, function: &str, revision: u32) -> Option<Arc<Instance>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.get_mut(function)?;
-        let pos = list.iter().rposition(|i| i.revision == revision)?;
-        Some(list.remove(pos))
+    fn now(&self) -> policy::Millis {
+        self.epoch.elapsed().as_millis() as policy::Millis
     }
 
-    fn put_idle(&self, inst: Arc<Instance>) {
-        *inst.last_used.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(inst.function.clone())
-            .or_default()
-            .push(inst);
+    fn fns(&self) -> std::sync::MutexGuard<'_, HashMap<String, FnSet>> {
+        self.fns.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn started(&self, function: &str) {
-        *self
-            .count
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(function.to_string())
-            .or_default() += 1;
-        self.total.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn pools(&self) -> std::sync::MutexGuard<'_, HashMap<RuntimeKey, Pool>> {
+        self.pools.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn stopped(&self, function: &str) {
-        let mut count = self.count.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = count.get_mut(function) {
-            *n = n.saturating_sub(1);
+    /// Memory limits of every live instance (pools included).
+    fn committed_memory(&self) -> u64 {
+        let fns: u64 = self
+            .fns()
+            .values()
+            .flat_map(|s| s.instances.iter())
+            .map(|i| i.memory_bytes.load(Ordering::SeqCst))
+            .sum();
+        let pools: u64 = self
+            .pools()
+            .values()
+            .map(|p| p.ready.len() as u64 * p.memory + p.state.starting as u64 * p.memory)
+            .sum();
+        fns + pools
+    }
+
+    fn view(&self, set: &FnSet, function: &str, revision: u32, runtime: &RuntimeKey) -> FnState {
+        let now = self.now();
+        FnState {
+            instances: set
+                .instances
+                .iter()
+                .map(|i| {
+                    let in_flight = i.in_flight.load(Ordering::SeqCst);
+                    let idle_ms = i.last_used().elapsed().as_millis() as policy::Millis;
+                    InstanceView {
+                        id: i.seq,
+                        in_flight,
+                        idle_since: (in_flight == 0).then(|| now.saturating_sub(idle_ms)),
+                        draining: !i.serves(function, revision, runtime) || i.dead(),
+                    }
+                })
+                .collect(),
+            starting: set.starting,
+            queued: set.queued,
+            mean_duration_ms: self.mean_duration_ms(function),
         }
-        self.total.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Instances running now, all functions.
-    pub fn running(&self) -> usize {
-        self.total.load(std::sync::atomic::Ordering::SeqCst)
+    fn mean_duration_ms(&self, function: &str) -> f64 {
+        let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
+        match stats.get(function) {
+            Some(s) if !s.recent.is_empty() => s.recent.iter().sum::<f64>() / s.recent.len() as f64,
+            _ => 0.0,
+        }
     }
 
-    fn record(&self, function: &str, ok: bool, cold: bool, ms: f64) {
+    fn record(&self, function: &str, ok: bool, start: Start, ms: f64, phases: &Phases) {
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let s = stats.entry(function.to_string()).or_default();
         s.invocations += 1;
         if !ok {
             s.errors += 1;
         }
-        if cold {
-            s.cold += 1;
+        match start {
+            Start::Warm => {}
+            Start::PoolHit => {
+                s.cold += 1;
+                s.pool_hits += 1;
+            }
+            Start::PoolMiss => {
+                s.cold += 1;
+                s.pool_misses += 1;
+            }
         }
         if s.recent.len() == 1000 {
             s.recent.pop_front();
         }
         s.recent.push_back(ms);
+        for (i, v) in [phases.queue, phases.specialize, phases.init, phases.run]
+            .iter()
+            .enumerate()
+        {
+            if *v > 0.0 || i == 3 {
+                s.phases[i] += v * 1000.0;
+                s.phase_counts[i] += 1;
+            }
+        }
     }
 
     /// Statistics of a function since the server started.
     pub fn stats(&self, function: &str) -> FunctionStats {
         let instances = self
-            .count
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .fns()
             .get(function)
-            .copied()
+            .map(|s| s.instances.len())
             .unwrap_or(0) as u64;
         let stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = stats.get(function) else {
@@ -214,6 +274,13 @@ impl Instances {
         };
         let mut v: Vec<f64> = s.recent.iter().copied().collect();
         v.sort_by(|a, b| a.total_cmp(b));
+        let mean = |i: usize| {
+            if s.phase_counts[i] == 0 {
+                0.0
+            } else {
+                round3(s.phases[i] / s.phase_counts[i] as f64)
+            }
+        };
         FunctionStats {
             invocations: s.invocations,
             errors: s.errors,
@@ -221,103 +288,97 @@ impl Instances {
             instances,
             p50_ms: percentile(&v, 0.50),
             p99_ms: percentile(&v, 0.99),
+            pool_hits: s.pool_hits,
+            pool_misses: s.pool_misses,
+            mean_queue_ms: mean(0),
+            mean_specialize_ms: mean(1),
+            mean_init_ms: mean(2),
+            mean_run_ms: mean(3),
         }
     }
 
-    /// Stops idle instances of a function (all, or those not at `keep_revision`).
+    /// Gauges for `/metrics`.
+    pub fn gauges(&self) -> Vec<crate::metrics::Gauge> {
+        let mut by_state: HashMap<&'static str, u64> = HashMap::new();
+        let mut queue = Vec::new();
+        for (name, set) in self.fns().iter() {
+            for i in &set.instances {
+                let state = match (i.phase(), i.in_flight.load(Ordering::SeqCst)) {
+                    (Phase::Draining, _) => "draining",
+                    (Phase::Starting, _) => "starting",
+                    (_, 0) => "idle",
+                    _ => "busy",
+                };
+                *by_state.entry(state).or_default() += 1;
+            }
+            *by_state.entry("starting").or_default() += set.starting as u64;
+            queue.push((
+                "strata_queue_depth",
+                "Requests waiting for capacity, by function.",
+                vec![("function", name.clone())],
+                set.queued as f64,
+            ));
+        }
+        for p in self.pools().values() {
+            *by_state.entry("generic").or_default() += p.ready.len() as u64;
+            *by_state.entry("starting").or_default() += p.state.starting as u64;
+        }
+        let mut out = Vec::new();
+        for state in ["generic", "starting", "idle", "busy", "draining"] {
+            out.push((
+                "strata_instances",
+                "Instances by state.",
+                vec![("state", state.to_string())],
+                *by_state.get(state).unwrap_or(&0) as f64,
+            ));
+        }
+        out.extend(queue);
+        out
+    }
+
+    /// Stops every instance of a function (removal), or those not at `keep_revision` once idle.
     pub(crate) async fn retire_function(&self, function: &str, keep_revision: Option<u32>) {
-        let retired: Vec<Arc<Instance>> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(list) = idle.get_mut(function) else {
+        let go: Vec<Arc<Instance>> = {
+            let mut fns = self.fns();
+            let Some(set) = fns.get_mut(function) else {
                 return;
             };
-            let (keep, go): (Vec<_>, Vec<_>) = list
-                .drain(..)
-                .partition(|i| Some(i.revision) == keep_revision);
-            *list = keep;
-            go
-        };
-        for inst in retired {
-            self.destroy(inst).await;
-        }
-    }
-
-    /// Stops instances idle for longer than `idle_timeout`.
-    pub(crate) async fn reap(&self, idle_timeout: Duration) -> usize {
-        let expired: Vec<Arc<Instance>> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            let mut out = Vec::new();
-            for list in idle.values_mut() {
-                let (keep, go): (Vec<_>, Vec<_>) = list.drain(..).partition(|i| {
-                    i.last_used
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .elapsed()
-                        < idle_timeout
-                });
-                *list = keep;
-                out.extend(go);
+            for i in &set.instances {
+                let keep = matches!(i.phase(), Phase::Specialized { revision, .. } if Some(revision) == keep_revision);
+                if !keep {
+                    i.set_phase(Phase::Draining);
+                }
             }
-            out
+            if keep_revision.is_none() {
+                let all = std::mem::take(&mut set.instances);
+                fns.remove(function);
+                all
+            } else {
+                let (idle, rest): (Vec<_>, Vec<_>) = set.instances.drain(..).partition(|i| {
+                    i.phase() == Phase::Draining && i.in_flight.load(Ordering::SeqCst) == 0
+                });
+                set.instances = rest;
+                idle
+            }
         };
-        let n = expired.len();
-        for inst in expired {
-            self.destroy(inst).await;
+        for i in go {
+            i.destroy().await;
         }
-        n
     }
 
     /// Stops every instance (server shutdown).
     pub(crate) async fn stop_all(&self) {
-        let all: Vec<Arc<Instance>> = {
-            let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-            idle.drain().flat_map(|(_, v)| v).collect()
-        };
-        for inst in all {
-            self.destroy(inst).await;
+        let mut all: Vec<Arc<Instance>> =
+            self.fns().drain().flat_map(|(_, s)| s.instances).collect();
+        all.extend(self.pools().drain().flat_map(|(_, p)| p.ready));
+        for i in all {
+            i.destroy().await;
         }
     }
+}
 
-    /// Stops an instance: asks strata-init to shut down, waits briefly, then kills; unmounts
-    /// and removes its directories. Returns the container's outcome when known.
-    async fn destroy(&self, inst: Arc<Instance>) -> Option<RunOutcome> {
-        {
-            let mut conn = inst.conn.lock().await;
-            let _ = write_frame(&mut conn, &Header::Shutdown, &[]).await;
-        }
-        let handle = inst
-            .container
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        let mut outcome = None;
-        if let Some(mut h) = handle {
-            match tokio::time::timeout(Duration::from_secs(3), &mut h).await {
-                Ok(Ok(Ok(o))) => outcome = Some(o),
-                Ok(_) => {}
-                Err(_) => {
-                    // Dropping the run future deletes the container (runc delete --force).
-                    h.abort();
-                    let _ = h.await;
-                }
-            }
-        }
-        let mount = inst.mount.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(m) = mount {
-            if let Err(e) = m.unmount().await {
-                tracing::warn!(instance = %inst.id, error = %e, "cannot unmount instance root");
-            }
-        }
-        drop(
-            inst.scratch
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take(),
-        );
-        self.stopped(&inst.function);
-        tracing::debug!(instance = %inst.id, function = %inst.function, "instance stopped");
-        outcome
-    }
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -325,10 +386,42 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
         return 0.0;
     }
     let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
-    (sorted[i.min(sorted.len() - 1)] * 1000.0).round() / 1000.0
+    round3(sorted[i.min(sorted.len() - 1)])
+}
+
+/// Scaling configuration of a function, with the server's idle timeout as the default.
+fn scale_config(f: &FunctionRecord, default_idle: Duration) -> ScaleConfig {
+    let s = &f.config.scaling;
+    ScaleConfig {
+        min_instances: s.min_instances,
+        max_instances: s.max_instances.max(1),
+        concurrency: s.concurrency.max(1),
+        idle_timeout_ms: s.idle_timeout_ms.unwrap_or(default_idle.as_millis() as u64),
+        max_queue: s.max_queue,
+    }
 }
 
 impl Platform {
+    /// The function's record, runtime version and effective resources.
+    fn resolve_function(
+        &self,
+        name: &str,
+    ) -> Result<(FunctionRecord, RuntimeRecord, Resources), ControlError> {
+        let f = self.function_record(name)?;
+        let r: RuntimeRef = f
+            .config
+            .runtime
+            .parse()
+            .map_err(|e: strata_types::NameError| ControlError::Invalid(e.to_string()))?;
+        let rt = self.runtime_record(&r)?;
+        let resources = f
+            .config
+            .resources
+            .or(&rt.resources)
+            .or(&Resources::platform_default());
+        Ok((f, rt, resources))
+    }
+
     /// Invokes a function with an event and waits for its result.
     pub async fn invoke(
         self: &Arc<Self>,
@@ -336,34 +429,120 @@ impl Platform {
         event: Vec<u8>,
     ) -> Result<InvokeResult, InvokeFailure> {
         let started = Instant::now();
-        let f = self.function_record(name)?;
-        let rt_ref: RuntimeRef = f.config.runtime.parse().map_err(InvokeFailure::platform)?;
-        let rt = self.runtime_record(&rt_ref)?;
-        let resources = f
-            .config
-            .resources
-            .or(&rt.resources)
-            .or(&Resources::platform_default());
+        let (f, rt, resources) = self.resolve_function(name)?;
+        let runtime: RuntimeKey = (rt.name.clone(), rt.version);
+        let scale = scale_config(&f, self.settings.idle_timeout);
+        let memory = resources.memory_bytes.unwrap_or(256 << 20);
         let timeout_ms = resources.timeout_ms.unwrap_or(30_000);
-        let (inst, cold) = match self.instances.take_idle(name, f.revision) {
-            Some(i) => (i, false),
-            None => {
-                if self.instances.running() >= self.settings.max_instances {
-                    let _ = self.instances.reap(Duration::ZERO).await;
-                    if self.instances.running() >= self.settings.max_instances {
-                        return Err(InvokeFailure::new(
+        let queue_deadline = started + Duration::from_millis(timeout_ms.max(1000));
+        let mut queued = false;
+        // Admission: dispatch to an instance with room, start one, wait, or refuse.
+        let inst = loop {
+            let notify;
+            {
+                let committed = self.instances.committed_memory();
+                let mut fns = self.instances.fns();
+                let set = fns.entry(name.to_string()).or_default();
+                set.scale = scale.clone();
+                if queued {
+                    set.queued = set.queued.saturating_sub(1);
+                    queued = false;
+                }
+                let view = self.instances.view(set, name, f.revision, &runtime);
+                let room = MemoryRoom {
+                    instance_bytes: memory,
+                    node_free_bytes: self.settings.memory_budget.saturating_sub(committed),
+                };
+                match policy::admit(&scale, &view, room) {
+                    Admission::Dispatch { instance } => {
+                        if let Some(i) = set.instances.iter().find(|i| i.seq == instance).cloned() {
+                            i.in_flight.fetch_add(1, Ordering::SeqCst);
+                            break i;
+                        }
+                        notify = Arc::clone(&set.notify);
+                    }
+                    Admission::StartAndQueue => {
+                        set.starting += 1;
+                        set.queued += 1;
+                        queued = true;
+                        notify = Arc::clone(&set.notify);
+                        self.spawn_provision(f.clone(), rt.clone(), resources.clone());
+                    }
+                    Admission::Queue => {
+                        set.queued += 1;
+                        queued = true;
+                        notify = Arc::clone(&set.notify);
+                    }
+                    Admission::Reject {
+                        retry_after_ms,
+                        reason,
+                    } => {
+                        drop(fns);
+                        let e = InvokeFailure::new(
                             FailureKind::Overloaded,
-                            "Strata.TooManyInstances",
+                            "Strata.TooManyRequests",
                             format!(
-                                "all {} instances are busy; retry later",
-                                self.settings.max_instances
+                                "{name} is at capacity ({reason:?}); retry after {} s",
+                                retry_after_ms.div_ceil(1000).max(1)
                             ),
-                        ));
+                        );
+                        self.finish(
+                            name,
+                            &Err(e.clone()),
+                            Start::Warm,
+                            started,
+                            &Phases::default(),
+                        );
+                        return Err(e);
                     }
                 }
-                (self.start_instance(&f, &rt, &resources).await?, true)
+            }
+            let wait = queue_deadline.saturating_duration_since(Instant::now());
+            let _ =
+                tokio::time::timeout(wait.min(Duration::from_millis(250)), notify.notified()).await;
+            let failed = self.provision_error(name, started);
+            if failed.is_some() || Instant::now() >= queue_deadline {
+                if queued {
+                    if let Some(set) = self.instances.fns().get_mut(name) {
+                        set.queued = set.queued.saturating_sub(1);
+                    }
+                }
+                let e = failed.unwrap_or_else(|| {
+                    InvokeFailure::new(
+                        FailureKind::Overloaded,
+                        "Strata.TooManyRequests",
+                        format!(
+                            "no instance of {name} became free within {:.1} s; retry later",
+                            timeout_ms as f64 / 1000.0
+                        ),
+                    )
+                });
+                self.finish(
+                    name,
+                    &Err(e.clone()),
+                    Start::PoolMiss,
+                    started,
+                    &Phases::default(),
+                );
+                return Err(e);
             }
         };
+        let (start, provision_s) = inst
+            .fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .unwrap_or((Start::Warm, 0.0));
+        let dispatched = started.elapsed().as_secs_f64();
+        let mut phases = Phases {
+            queue: (dispatched - provision_s).max(0.0),
+            ..Default::default()
+        };
+        match start {
+            Start::PoolHit => phases.specialize = provision_s,
+            Start::PoolMiss => phases.init = provision_s,
+            Start::Warm => {}
+        }
         let id = format!(
             "{}-{}-{}-{}-{}",
             random_hex(4),
@@ -372,49 +551,219 @@ impl Platform {
             random_hex(2),
             random_hex(6)
         );
+        let run_started = Instant::now();
         let outcome = self.run_on(&inst, &f, &id, timeout_ms, event).await;
+        phases.run = run_started.elapsed().as_secs_f64();
+        inst.in_flight.fetch_sub(1, Ordering::SeqCst);
+        inst.touch();
         let result = match outcome {
-            Ok((body, content_type)) => {
-                self.instances.put_idle(inst);
-                Ok(InvokeResult {
-                    body,
-                    content_type,
-                    id: id.clone(),
-                    cold,
-                    duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-                })
-            }
-            Err(Attempt::Handled(e)) => {
-                self.instances.put_idle(inst);
-                Err(e)
-            }
+            Ok((body, content_type)) => Ok(InvokeResult {
+                body,
+                content_type,
+                id: id.clone(),
+                cold: start != Start::Warm,
+                duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            }),
+            Err(Attempt::Handled(e)) => Err(e),
             Err(Attempt::Lost(e)) => {
-                self.instances.destroy(inst).await;
+                self.remove_instance(name, &inst).await;
                 Err(e)
             }
             Err(Attempt::Died(e)) => {
-                let outcome = self.instances.destroy(inst).await;
+                let outcome = self.remove_instance(name, &inst).await;
                 if outcome.is_some_and(|o| o.oom_killed) {
-                    let mb = resources.memory_bytes.unwrap_or(0) >> 20;
                     Err(InvokeFailure::new(
                         FailureKind::OutOfMemory,
                         "Runtime.OutOfMemory",
-                        format!("the function ran out of memory (limit {mb} MiB) and was stopped"),
+                        format!(
+                            "the function ran out of memory (limit {} MiB) and was stopped",
+                            memory >> 20
+                        ),
                     ))
                 } else {
                     Err(e)
                 }
             }
         };
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        self.instances.record(name, result.is_ok(), cold, ms);
-        match &result {
-            Ok(_) => tracing::info!(function = name, invocation = %id, cold, ms, "invoked"),
-            Err(e) => {
-                tracing::info!(function = name, invocation = %id, cold, ms, error = %e.error.error_type, "invocation failed")
+        if let Some(set) = self.instances.fns().get(name) {
+            set.notify.notify_one();
+        }
+        self.finish(name, &result, start, started, &phases);
+        tracing::info!(
+            function = name,
+            invocation = %id,
+            start = start.as_str(),
+            queue_ms = phases.queue * 1000.0,
+            specialize_ms = phases.specialize * 1000.0,
+            init_ms = phases.init * 1000.0,
+            run_ms = phases.run * 1000.0,
+            outcome = result.as_ref().map(|_| "ok").unwrap_or_else(|e| e.outcome()),
+            "invocation"
+        );
+        result
+    }
+
+    fn finish(
+        &self,
+        name: &str,
+        result: &Result<InvokeResult, InvokeFailure>,
+        start: Start,
+        started: Instant,
+        phases: &Phases,
+    ) {
+        let total = started.elapsed().as_secs_f64();
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(e) => e.outcome(),
+        };
+        self.instances
+            .metrics
+            .invocation(name, outcome, start, total, phases);
+        self.instances
+            .record(name, result.is_ok(), start, total * 1000.0, phases);
+    }
+
+    /// Takes an instance out of a function's set and stops it.
+    async fn remove_instance(
+        &self,
+        name: &str,
+        inst: &Arc<Instance>,
+    ) -> Option<strata_sandbox::RunOutcome> {
+        if let Some(set) = self.instances.fns().get_mut(name) {
+            set.instances.retain(|i| !Arc::ptr_eq(i, inst));
+        }
+        inst.destroy().await
+    }
+
+    /// Provisions one instance for a function in the background: a pool instance specialized if
+    /// one is ready (pool hit), else a new one (pool miss). Waiting invocations are woken.
+    fn spawn_provision(
+        self: &Arc<Self>,
+        f: FunctionRecord,
+        rt: RuntimeRecord,
+        resources: Resources,
+    ) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            let t = Instant::now();
+            let result = me.provision(&f, &rt, &resources).await;
+            let elapsed = t.elapsed().as_secs_f64();
+            let notify = {
+                let mut fns = me.instances.fns();
+                let set = fns.entry(f.name.clone()).or_default();
+                set.starting = set.starting.saturating_sub(1);
+                if let Ok((inst, start)) = &result {
+                    *inst.fresh.lock().unwrap_or_else(|e| e.into_inner()) = Some((*start, elapsed));
+                    set.instances.push(Arc::clone(inst));
+                }
+                Arc::clone(&set.notify)
+            };
+            match result {
+                Ok(_) => notify.notify_waiters(),
+                Err(e) => {
+                    tracing::warn!(function = %f.name, error = %e, "cannot provision an instance");
+                    me.record_provision_failure(&f.name, e);
+                    notify.notify_waiters();
+                }
+            }
+        });
+    }
+
+    fn record_provision_failure(&self, name: &str, e: ControlError) {
+        let mut failures = self
+            .provision_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        failures.insert(name.to_string(), (Instant::now(), InvokeFailure::from(e)));
+    }
+
+    /// The error of a provisioning attempt made for this invocation (started after it began).
+    fn provision_error(&self, name: &str, since: Instant) -> Option<InvokeFailure> {
+        let failures = self
+            .provision_errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        failures
+            .get(name)
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, e)| e.clone())
+    }
+
+    async fn provision(
+        self: &Arc<Self>,
+        f: &FunctionRecord,
+        rt: &RuntimeRecord,
+        resources: &Resources,
+    ) -> Result<(Arc<Instance>, Start), ControlError> {
+        let key: RuntimeKey = (rt.name.clone(), rt.version);
+        let poolable = !f.config.network && f.config.volumes.is_empty();
+        if poolable {
+            let taken = {
+                let mut pools = self.instances.pools();
+                let now = self.instances.now();
+                let pool = pools
+                    .entry(key.clone())
+                    .or_insert_with(|| self.new_pool(rt));
+                let inst = loop {
+                    match pool.ready.pop() {
+                        Some(i) if i.dead() => continue,
+                        other => break other,
+                    }
+                };
+                match &inst {
+                    Some(_) => pool.state.record_hit(now),
+                    None => pool.state.record_miss(now),
+                }
+                pool.state.ready = pool.ready.len() as u32;
+                inst
+            };
+            self.pool_changed.notify_one();
+            if let Some(inst) = taken {
+                return match inst.specialize(self, f, rt, resources).await {
+                    Ok(()) => Ok((inst, Start::PoolHit)),
+                    Err(e) => {
+                        inst.destroy().await;
+                        Err(e)
+                    }
+                };
             }
         }
-        result
+        let inst = self.start_instance(rt, Mode::Direct(f, resources)).await?;
+        Ok((inst, Start::PoolMiss))
+    }
+
+    /// Re-reads the pool size of a runtime's pools at the next round.
+    pub(crate) fn reset_pools(&self, runtime: &str) {
+        let mut pools = self.instances.pools();
+        for ((name, _), pool) in pools.iter_mut() {
+            if name == runtime {
+                if let Ok(Some(text)) = self.meta.setting(&format!("pool.{name}")) {
+                    if let Ok(c) = serde_json::from_str::<strata_types::api::PoolSettings>(&text) {
+                        pool.cfg.min = c.min;
+                        pool.cfg.max = c.max.max(c.min);
+                    }
+                }
+            }
+        }
+        drop(pools);
+        self.pool_changed.notify_one();
+    }
+
+    fn new_pool(&self, rt: &RuntimeRecord) -> Pool {
+        let mut cfg = self.settings.pool.clone();
+        if let Ok(Some(text)) = self.meta.setting(&format!("pool.{}", rt.name)) {
+            if let Ok(c) = serde_json::from_str::<strata_types::api::PoolSettings>(&text) {
+                cfg.min = c.min;
+                cfg.max = c.max.max(c.min);
+            }
+        }
+        let memory = rt.resources.memory_bytes.unwrap_or(256 << 20);
+        Pool {
+            state: PoolState::new(&cfg),
+            cfg,
+            ready: Vec::new(),
+            memory,
+        }
     }
 
     /// Sends one invocation to an instance and follows its frames to the outcome.
@@ -426,7 +775,7 @@ impl Platform {
         timeout_ms: u64,
         event: Vec<u8>,
     ) -> Result<(Vec<u8>, Option<String>), Attempt> {
-        let mut conn = inst.conn.lock().await;
+        let mut rx = inst.register(id);
         let header = Header::Invoke {
             id: id.to_string(),
             deadline_ms: now_ms() + timeout_ms,
@@ -436,20 +785,13 @@ impl Platform {
             client_context: None,
             cognito_identity: None,
         };
-        write_frame(&mut conn, &header, &event).await.map_err(|e| {
-            Attempt::Died(InvokeFailure::platform(format!(
-                "instance {} is gone: {e}",
-                inst.id
-            )))
-        })?;
-        let cap = self.settings.invocation_log_bytes;
-        let mut logged = 0usize;
-        let mut truncated = false;
-        // The agent enforces the timeout; this is the backstop if the agent itself hangs.
-        let backstop = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
-        let deadline = tokio::time::Instant::now() + backstop;
-        loop {
-            let frame = match tokio::time::timeout_at(deadline, read_frame(&mut conn)).await {
+        let result = async {
+            inst.send(&header, &event)
+                .await
+                .map_err(|e| Attempt::Died(self.died(inst, format!("lost the instance: {e}"))))?;
+            // The agent enforces the timeout; this is the backstop if the agent itself hangs.
+            let backstop = Duration::from_millis(timeout_ms) + Duration::from_secs(5);
+            let frame = match tokio::time::timeout(backstop, rx.recv()).await {
                 Err(_) => {
                     return Err(Attempt::Lost(InvokeFailure::new(
                         FailureKind::Timeout,
@@ -460,300 +802,250 @@ impl Platform {
                         ),
                     )))
                 }
-                Ok(Err(e)) => {
-                    return Err(Attempt::Died(
-                        self.died(inst, format!("lost contact with the instance: {e}")),
-                    ))
-                }
-                Ok(Ok(None)) => {
+                Ok(None) => {
                     return Err(Attempt::Died(self.died(inst, "the instance exited".into())))
                 }
-                Ok(Ok(Some(frame))) => frame,
+                Ok(Some(frame)) => frame,
             };
             match frame {
-                (Header::Log { stream, id: inv }, body) => {
-                    if truncated {
-                        continue;
-                    }
-                    logged += body.len() + 1;
-                    let line = if logged > cap {
-                        truncated = true;
-                        "[strata] log output truncated".to_string()
-                    } else {
-                        String::from_utf8_lossy(&body).into_owned()
-                    };
-                    self.logs.append(LogEntry {
-                        ts_ms: now_ms(),
-                        function: f.name.clone(),
-                        invocation: inv,
-                        stream: if truncated { "platform".into() } else { stream },
-                        line,
-                    });
-                }
-                (Header::Ready, _) | (Header::Hello { .. }, _) => {}
-                (
-                    Header::Response {
-                        id: rid,
-                        content_type,
-                    },
-                    body,
-                ) if rid == id => return Ok((body, content_type)),
-                (
-                    Header::Error {
-                        id: rid,
-                        error_type,
-                    },
-                    body,
-                ) if rid == id => {
-                    return Err(Attempt::Handled(function_error(&body, error_type)));
+                (Header::Response { content_type, .. }, body) => Ok((body, content_type)),
+                (Header::Error { error_type, .. }, body) => {
+                    Err(Attempt::Handled(function_error(&body, error_type)))
                 }
                 (Header::InitError { error_type }, body) => {
                     let mut e = function_error(&body, error_type);
-                    e.error.error_type = if e.error.error_type.starts_with("Runtime.") {
-                        e.error.error_type
-                    } else {
-                        format!("Runtime.InitError.{}", e.error.error_type)
-                    };
-                    return Err(Attempt::Lost(e));
+                    if !e.error.error_type.starts_with("Runtime.") {
+                        e.error.error_type = format!("Runtime.InitError.{}", e.error.error_type);
+                    }
+                    Err(Attempt::Lost(e))
                 }
-                (Header::Timeout { timeout_ms, .. }, _) => {
-                    return Err(Attempt::Lost(InvokeFailure::new(
-                        FailureKind::Timeout,
-                        "Strata.Timeout",
-                        format!(
-                            "Task timed out after {:.2} seconds",
-                            timeout_ms as f64 / 1000.0
-                        ),
-                    )));
-                }
+                (Header::Timeout { timeout_ms, .. }, _) => Err(Attempt::Lost(InvokeFailure::new(
+                    FailureKind::Timeout,
+                    "Strata.Timeout",
+                    format!(
+                        "Task timed out after {:.2} seconds",
+                        timeout_ms as f64 / 1000.0
+                    ),
+                ))),
                 (Header::Exited { code, signal, .. }, _) => {
                     let how = match (code, signal) {
                         (_, Some(s)) => format!("signal {s}"),
                         (Some(c), None) => format!("exit status {c}"),
                         _ => "unknown status".into(),
                     };
-                    return Err(Attempt::Died(InvokeFailure::new(
+                    Err(Attempt::Died(InvokeFailure::new(
                         FailureKind::Function,
                         "Runtime.ExitError",
                         format!("the runtime exited with {how} during the invocation"),
-                    )));
+                    )))
                 }
-                (other, _) => {
-                    tracing::debug!(instance = %inst.id, frame = ?other, "ignoring frame")
-                }
+                (other, _) => Err(Attempt::Lost(InvokeFailure::platform(format!(
+                    "unexpected frame {other:?}"
+                )))),
             }
         }
+        .await;
+        inst.unregister(id);
+        result
     }
 
     fn died(&self, inst: &Instance, why: String) -> InvokeFailure {
-        let tail: Vec<String> = inst
-            .agent_tail
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .cloned()
-            .collect();
         let mut f = InvokeFailure::new(FailureKind::Function, "Runtime.ExitError", why);
-        f.error.stack_trace = tail;
+        f.error.stack_trace = inst.agent_tail();
         f
     }
 
-    /// Starts an instance of a function's revision: overlay root, code at /var/task, strata-init
-    /// as PID 1 connected back over a unix socket.
-    async fn start_instance(
-        self: &Arc<Self>,
-        f: &FunctionRecord,
-        rt: &RuntimeRecord,
-        resources: &Resources,
-    ) -> Result<Arc<Instance>, InvokeFailure> {
-        let init = self.init_binary.as_ref().ok_or_else(|| {
-            InvokeFailure::platform(
-                "strata-init is not installed next to the strata binary (set STRATA_INIT)",
-            )
-        })?;
-        let id = format!("{CONTAINER_PREFIX}i-{}", random_hex(8));
-        let scratch = self
-            .store
-            .scratch_dir("inst")
-            .map_err(InvokeFailure::platform)?;
-        let dirs = StepDirs::create(&scratch)?;
-        let run_dir = scratch.path().join("run");
-        std::fs::create_dir_all(&run_dir).map_err(InvokeFailure::platform)?;
-        // A hard link (same file system) gives every instance the agent without copying it.
-        let agent = run_dir.join("init");
-        if std::fs::hard_link(init, &agent).is_err() {
-            std::fs::copy(init, &agent).map_err(InvokeFailure::platform)?;
-        }
-        let socket = run_dir.join("host.sock");
-        let listener = UnixListener::bind(&socket).map_err(InvokeFailure::platform)?;
-        let lowers = self.lowers(&rt.layers, &dirs)?;
-        let mount =
-            MountGuard::overlay(&lowers, Some((&dirs.upper, &dirs.work)), &dirs.merged).await?;
-        let (uid, gid, groups) = strata_sandbox::host_user_lookup(&dirs.merged, &rt.config.user)
-            .map_err(|e| InvokeFailure::platform(format!("USER {}: {e}", rt.config.user)))?;
-
-        let mut args = vec![format!("{RUN_DIR}/init"), "--".to_string()];
-        args.extend(rt.config.entrypoint.clone().unwrap_or_default());
-        args.push(f.config.handler.clone());
-        let memory_mb = resources.memory_bytes.unwrap_or(256 << 20) >> 20;
-        let mut env = function_env(&rt.config.env_strings(), &f.config);
-        let lambda = [
-            ("AWS_LAMBDA_FUNCTION_NAME", f.name.clone()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", f.revision.to_string()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb.to_string()),
-            (
-                "AWS_LAMBDA_LOG_GROUP_NAME",
-                format!("/strata/functions/{}", f.name),
-            ),
-            ("AWS_LAMBDA_LOG_STREAM_NAME", id.clone()),
-            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001".into()),
-            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".into()),
-            ("AWS_REGION", "local".into()),
-            ("AWS_DEFAULT_REGION", "local".into()),
-            ("LAMBDA_TASK_ROOT", "/var/task".into()),
-            ("_HANDLER", f.config.handler.clone()),
-            ("TZ", ":UTC".into()),
-            ("STRATA_SOCKET", format!("{RUN_DIR}/host.sock")),
-            ("STRATA_INSTANCE", id.clone()),
-            (
-                "STRATA_LOG_LIMIT",
-                self.settings.invocation_log_bytes.to_string(),
-            ),
-        ];
-        for (k, v) in lambda {
-            env.retain(|e| !e.starts_with(&format!("{k}=")));
-            env.push(format!("{k}={v}"));
-        }
-        if !env.iter().any(|e| e.starts_with("HOME=")) {
-            env.push(format!("HOME={}", if uid == 0 { "/root" } else { "/tmp" }));
-        }
-        let mut binds = vec![
-            BindMount {
-                source: run_dir.clone(),
-                destination: RUN_DIR.into(),
-                readonly: true,
-            },
-            BindMount {
-                source: self.store.code_path(&f.code.digest),
-                destination: "/var/task".into(),
-                readonly: true,
-            },
-        ];
-        for v in &f.config.volumes {
-            binds.push(BindMount {
-                source: self.volume_path(&v.volume),
-                destination: v.path.clone(),
-                readonly: false,
-            });
-        }
-        let spec = ContainerSpec {
-            id: id.clone(),
-            rootfs: dirs.merged.clone(),
-            readonly_rootfs: false,
-            args,
-            env,
-            cwd: "/var/task".into(),
-            uid,
-            gid,
-            additional_gids: groups,
-            hostname: f.name.clone(),
-            network: if f.config.network {
-                Network::Host
-            } else {
-                Network::Isolated
-            },
-            capabilities: vec![],
-            binds,
-            tmpfs: vec![TmpfsMount {
-                destination: "/tmp".into(),
-                size_bytes: self.settings.tmp_bytes,
-                mode: 0o1777,
-            }],
-            limits: Limits {
-                memory_bytes: resources.memory_bytes,
-                cpu_millis: resources.cpu_millis,
-                pids: Some(self.settings.instance_pids),
-            },
-            cgroup_parent: self.settings.cgroup_parent.clone(),
-            no_new_privileges: true,
-            rlimit_nofile: 65_536,
-        };
-        let bundle = scratch.path().join("bundle");
-        std::fs::create_dir_all(&bundle).map_err(InvokeFailure::platform)?;
-        let tail = Arc::new(Mutex::new(VecDeque::new()));
-        let runc = self.runc.clone();
-        let tail2 = Arc::clone(&tail);
-        let spec2 = spec.clone();
-        let inst_id = id.clone();
-        let mut container = tokio::spawn(async move {
-            let mut on_output = move |stream: Stream, line: String| {
-                let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
-                if t.len() == 20 {
-                    t.pop_front();
-                }
-                tracing::debug!(instance = %inst_id, ?stream, %line, "agent output");
-                t.push_back(line);
-            };
-            runc.run(&bundle, &spec2, None, &mut on_output).await
-        });
-        self.instances.started(&f.name);
-        let accepted = tokio::select! {
-            a = tokio::time::timeout(Duration::from_secs(15), listener.accept()) => Some(a),
-            _ = &mut container => None,
-        };
-        let conn = match accepted {
-            Some(Ok(Ok((conn, _)))) => conn,
-            other => {
-                let why = match other {
-                    Some(Ok(Err(e))) => format!("accepting the agent's connection: {e}"),
-                    Some(Err(_)) => "the agent did not connect within 15 s".into(),
-                    _ => "the instance exited before its agent connected".into(),
-                };
-                container.abort();
-                let _ = container.await;
-                let _ = mount.unmount().await;
-                self.instances.stopped(&f.name);
-                let t: Vec<String> = tail
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .cloned()
-                    .collect();
-                return Err(InvokeFailure::platform(format!(
-                    "{why}; agent output: {}",
-                    t.join(" | ")
-                )));
-            }
-        };
-        drop(listener);
-        let _ = std::fs::remove_file(&socket);
-        tracing::debug!(instance = %id, function = %f.name, revision = f.revision, runtime = %rt.reference(), "instance started");
-        Ok(Arc::new(Instance {
-            id,
-            function: f.name.clone(),
-            revision: f.revision,
-            conn: tokio::sync::Mutex::new(conn),
-            last_used: Mutex::new(Instant::now()),
-            container: Mutex::new(Some(container)),
-            mount: Mutex::new(Some(mount)),
-            scratch: Mutex::new(Some(scratch)),
-            agent_tail: tail,
-        }))
-    }
-
-    /// Runs the idle reaper until the platform is dropped.
+    /// Runs the pool and scaling loop until the platform is dropped.
     pub fn spawn_reaper(self: &Arc<Self>) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             loop {
-                tokio::time::sleep(Duration::from_millis(500)).await;
                 let Some(p) = weak.upgrade() else { return };
-                let n = p.instances.reap(p.settings.idle_timeout).await;
-                if n > 0 {
-                    tracing::debug!(stopped = n, "idle instances stopped");
-                }
+                let changed = Arc::clone(&p.pool_changed);
+                p.tick().await;
+                drop(p);
+                let _ = tokio::time::timeout(Duration::from_millis(250), changed.notified()).await;
             }
         });
+    }
+
+    /// One round of pool and scaling decisions.
+    async fn tick(self: &Arc<Self>) {
+        self.tick_pools().await;
+        self.tick_functions().await;
+    }
+
+    /// Keeps pools for the runtime versions functions resolve to, sized by the pool policy.
+    async fn tick_pools(self: &Arc<Self>) {
+        let mut wanted: HashMap<RuntimeKey, RuntimeRecord> = HashMap::new();
+        if let Ok(fns) = self.meta.functions() {
+            for f in fns
+                .iter()
+                .filter(|f| !f.config.network && f.config.volumes.is_empty())
+            {
+                if let Ok(r) = f.config.runtime.parse::<RuntimeRef>() {
+                    if let Ok(Some(rt)) = self.meta.runtime(&r.name, r.version) {
+                        if rt.config.entrypoint.as_ref().is_some_and(|e| !e.is_empty()) {
+                            wanted.insert((rt.name.clone(), rt.version), rt);
+                        }
+                    }
+                }
+            }
+        }
+        let now = self.instances.now();
+        let committed = self.instances.committed_memory();
+        let mut starts: Vec<(RuntimeRecord, u32)> = Vec::new();
+        let mut stops: Vec<Arc<Instance>> = Vec::new();
+        {
+            let mut pools = self.instances.pools();
+            // Pools of runtime versions no function uses any more go away.
+            let gone: Vec<RuntimeKey> = pools
+                .keys()
+                .filter(|k| !wanted.contains_key(*k))
+                .cloned()
+                .collect();
+            for k in gone {
+                if let Some(p) = pools.remove(&k) {
+                    stops.extend(p.ready);
+                }
+            }
+            for (key, rt) in &wanted {
+                let pool = pools
+                    .entry(key.clone())
+                    .or_insert_with(|| self.new_pool(rt));
+                pool.ready.retain(|i| !i.dead());
+                pool.state.ready = pool.ready.len() as u32;
+                let room = MemoryRoom {
+                    instance_bytes: pool.memory,
+                    node_free_bytes: self.settings.memory_budget.saturating_sub(committed),
+                };
+                for action in policy::plan_pool(&pool.cfg, &mut pool.state, room, now) {
+                    match action {
+                        PoolAction::Start(n) => {
+                            pool.state.starting += n;
+                            starts.push((rt.clone(), n));
+                        }
+                        PoolAction::Stop(n) => {
+                            for _ in 0..n {
+                                if let Some(i) = pool.ready.first().cloned() {
+                                    pool.ready.remove(0);
+                                    stops.push(i);
+                                }
+                            }
+                            pool.state.ready = pool.ready.len() as u32;
+                        }
+                    }
+                }
+            }
+        }
+        for i in stops {
+            i.destroy().await;
+        }
+        for (rt, n) in starts {
+            for _ in 0..n {
+                let me = Arc::clone(self);
+                let rt = rt.clone();
+                tokio::spawn(async move {
+                    let budget_ok = me.instances.committed_memory()
+                        + rt.resources.memory_bytes.unwrap_or(256 << 20)
+                        <= me.settings.memory_budget;
+                    let result = if budget_ok {
+                        me.start_instance(&rt, Mode::Generic)
+                            .await
+                            .map_err(|e| e.to_string())
+                    } else {
+                        Err("the node memory budget is spent".into())
+                    };
+                    let key = (rt.name.clone(), rt.version);
+                    let mut orphan = None;
+                    {
+                        let mut pools = me.instances.pools();
+                        match pools.get_mut(&key) {
+                            Some(pool) => {
+                                pool.state.starting = pool.state.starting.saturating_sub(1);
+                                match result {
+                                    Ok(inst) => pool.ready.push(inst),
+                                    Err(e) => {
+                                        tracing::warn!(runtime = %rt.reference(), error = %e, "cannot start a pool instance")
+                                    }
+                                }
+                                pool.state.ready = pool.ready.len() as u32;
+                            }
+                            None => orphan = result.ok(),
+                        }
+                    }
+                    if let Some(i) = orphan {
+                        i.destroy().await;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Applies each function's scaling plan: idle instances above the minimum stop, the minimum
+    /// is kept warm, drained instances (old revision or runtime version) stop once empty.
+    async fn tick_functions(self: &Arc<Self>) {
+        let names: Vec<String> = self.instances.fns().keys().cloned().collect();
+        let mut declared: Vec<String> = Vec::new();
+        if let Ok(fns) = self.meta.functions() {
+            declared = fns
+                .iter()
+                .filter(|f| f.config.scaling.min_instances > 0)
+                .map(|f| f.name.clone())
+                .collect();
+        }
+        let mut all: Vec<String> = names;
+        for d in declared {
+            if !all.contains(&d) {
+                all.push(d);
+            }
+        }
+        for name in all {
+            let Ok((f, rt, resources)) = self.resolve_function(&name) else {
+                self.instances.retire_function(&name, None).await;
+                continue;
+            };
+            let runtime: RuntimeKey = (rt.name.clone(), rt.version);
+            let scale = scale_config(&f, self.settings.idle_timeout);
+            let committed = self.instances.committed_memory();
+            let room = MemoryRoom {
+                instance_bytes: resources.memory_bytes.unwrap_or(256 << 20),
+                node_free_bytes: self.settings.memory_budget.saturating_sub(committed),
+            };
+            let (stops, starts) = {
+                let mut fns = self.instances.fns();
+                let set = fns.entry(name.clone()).or_default();
+                set.scale = scale.clone();
+                for i in &set.instances {
+                    if !i.serves(&name, f.revision, &runtime) || i.dead() {
+                        i.set_phase(Phase::Draining);
+                    }
+                }
+                let view = self.instances.view(set, &name, f.revision, &runtime);
+                let mut stops = Vec::new();
+                let mut starts = 0;
+                for action in policy::plan_scale(&scale, &view, room, self.instances.now()) {
+                    match action {
+                        ScaleAction::Stop(seq) => {
+                            if let Some(pos) = set.instances.iter().position(|i| i.seq == seq) {
+                                stops.push(set.instances.remove(pos));
+                            }
+                        }
+                        ScaleAction::Start(n) => {
+                            set.starting += n;
+                            starts += n;
+                        }
+                    }
+                }
+                (stops, starts)
+            };
+            for i in stops {
+                i.destroy().await;
+            }
+            for _ in 0..starts {
+                self.spawn_provision(f.clone(), rt.clone(), resources.clone());
+            }
+        }
     }
 
     /// Stops every instance and removes this server's (now empty) cgroup parent (on shutdown).
@@ -766,8 +1058,13 @@ impl Platform {
         }
     }
 
+    /// The Prometheus text of every metric.
+    pub fn metrics_text(&self) -> String {
+        self.instances.metrics.render(&self.instances.gauges())
+    }
+
     /// Path of the agent binary the server gives instances.
-    pub fn init_binary(&self) -> Option<&PathBuf> {
+    pub fn init_binary(&self) -> Option<&std::path::PathBuf> {
         self.init_binary.as_ref()
     }
 }
@@ -776,9 +1073,9 @@ impl Platform {
 enum Attempt {
     /// The runtime reported an error; the instance stays usable.
     Handled(InvokeFailure),
-    /// The instance is unusable (timeout, init error); destroy it.
+    /// The instance is unusable (timeout, init error); remove it.
     Lost(InvokeFailure),
-    /// The instance died; destroy it and look at why.
+    /// The instance died; remove it and look at why.
     Died(InvokeFailure),
 }
 
@@ -806,44 +1103,4 @@ fn function_error(body: &[u8], error_type: Option<String>) -> InvokeFailure {
         kind: FailureKind::Function,
         error: e,
     }
-}
-
-async fn write_frame(conn: &mut UnixStream, header: &Header, body: &[u8]) -> std::io::Result<()> {
-    let frame = strata_init::protocol::encode_frame(header, body)?;
-    conn.write_all(&frame).await
-}
-
-async fn read_frame(conn: &mut UnixStream) -> std::io::Result<Option<(Header, Vec<u8>)>> {
-    let mut len = [0u8; 4];
-    match conn.read_exact(&mut len).await {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(e) => return Err(e),
-    }
-    let hlen = u32::from_be_bytes(len) as usize;
-    if hlen > 64 << 10 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "frame header too large",
-        ));
-    }
-    let mut hbuf = vec![0u8; hlen];
-    conn.read_exact(&mut hbuf).await?;
-    conn.read_exact(&mut len).await?;
-    let blen = u32::from_be_bytes(len) as usize;
-    if blen > MAX_BODY {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "frame body too large",
-        ));
-    }
-    let mut body = vec![0u8; blen];
-    conn.read_exact(&mut body).await?;
-    let header: Header = serde_json::from_slice(&hbuf).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("bad frame header: {e}"),
-        )
-    })?;
-    Ok(Some((header, body)))
 }

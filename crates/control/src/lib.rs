@@ -13,8 +13,11 @@ mod error;
 mod events;
 mod functions;
 mod images;
+mod instance;
 mod instances;
 mod logs;
+mod metrics;
+pub mod policy;
 mod recover;
 mod run;
 mod runtimes;
@@ -32,6 +35,7 @@ pub use events::Emitter;
 pub use functions::{apply_update, parse_volume_flag};
 pub use instances::{FailureKind, InvokeFailure, InvokeResult};
 pub use logs::now_ms;
+pub use policy::PoolConfig;
 pub use recover::Recovery;
 pub use strata_store::ScratchDir;
 
@@ -78,6 +82,10 @@ pub struct Settings {
     pub tmp_bytes: u64,
     /// Process limit of an instance.
     pub instance_pids: i64,
+    /// Default generic pool policy per runtime version.
+    pub pool: policy::PoolConfig,
+    /// Most memory all instances together may be limited to (the node memory budget).
+    pub memory_budget: u64,
 }
 
 impl Settings {
@@ -122,8 +130,27 @@ impl Settings {
             invocation_log_bytes: 256 << 10,
             tmp_bytes: 512 << 20,
             instance_pids: 256,
+            pool: policy::PoolConfig::default(),
+            memory_budget: default_memory_budget(),
         }
     }
+}
+
+/// 80% of the host's memory.
+fn default_memory_budget() -> u64 {
+    let kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                })
+        })
+        .unwrap_or(4 << 20);
+    kib * 1024 / 10 * 8
 }
 
 /// The agent binary: `STRATA_INIT`, else `strata-init` next to the running executable.
@@ -153,6 +180,11 @@ pub struct Platform {
     logs: logs::Logs,
     /// The agent binary inside the data directory (hard-linked into instances).
     init_binary: Option<PathBuf>,
+    /// Wakes the pool loop when a pool instance was taken.
+    pool_changed: Arc<tokio::sync::Notify>,
+    /// The last provisioning failure per function, for the invocations waiting on it.
+    provision_errors:
+        std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, InvokeFailure)>>,
 }
 
 impl Platform {
@@ -185,6 +217,8 @@ impl Platform {
             instances: instances::Instances::new(),
             logs,
             init_binary,
+            pool_changed: Arc::new(tokio::sync::Notify::new()),
+            provision_errors: Default::default(),
         }))
     }
 

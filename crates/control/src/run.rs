@@ -102,6 +102,7 @@ impl Platform {
                 cgroup_parent: self.settings.cgroup_parent.clone(),
                 no_new_privileges: true,
                 rlimit_nofile: 65_536,
+                slave_binds: vec![],
             };
             let bundle = scratch.path().join("bundle");
             std::fs::create_dir_all(&bundle)

@@ -131,6 +131,36 @@ impl Platform {
     }
 }
 
+impl Platform {
+    /// Sets the generic pool size of a runtime (every version in use); takes effect for pools
+    /// made from now on and at the next pool round for existing ones.
+    pub fn set_pool(
+        &self,
+        name: &str,
+        p: strata_types::api::PoolSettings,
+    ) -> Result<strata_types::api::PoolSettings, ControlError> {
+        validate_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if self.meta.runtime(name, None)?.is_none() {
+            return Err(ControlError::NotFound {
+                what: "runtime",
+                name: name.into(),
+            });
+        }
+        if p.min > p.max || p.max > 64 {
+            return Err(ControlError::Invalid(format!(
+                "pool: need min ({}) <= max ({}) <= 64",
+                p.min, p.max
+            )));
+        }
+        self.meta.set_setting(
+            &format!("pool.{name}"),
+            &serde_json::to_string(&p).unwrap_or_default(),
+        )?;
+        self.reset_pools(name);
+        Ok(p)
+    }
+}
+
 /// The digest of a text.
 pub(crate) fn text_digest(text: &str) -> Digest {
     Digest::from_bytes(&Sha256::digest(text.as_bytes()).into())

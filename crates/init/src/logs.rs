@@ -1,6 +1,6 @@
-//! Reads the bootstrap's stdout and stderr line by line and forwards them as `Log` frames, within
-//! the per-invocation byte budget. The pipes are always drained, so the function never blocks on
-//! a full pipe, whatever the budget says.
+//! Reads each bootstrap's stdout and stderr line by line and forwards them as `Log` frames,
+//! within the per-invocation byte budget (kept per worker). The pipes are always drained, so the
+//! function never blocks on a full pipe, whatever the budget says.
 
 use std::io::{self, BufRead, BufReader, Read};
 
@@ -79,18 +79,20 @@ fn utf8_cut(bytes: &[u8]) -> usize {
     len
 }
 
-/// Forwards one output stream until it ends. Frames that cannot be sent are dropped: a closed
-/// host socket ends the agent elsewhere.
+/// Forwards one output stream of worker `worker` until it ends, tagging each line with the
+/// invocation that worker is running. Frames that cannot be sent are dropped: a closed host socket
+/// ends the agent elsewhere.
 pub(crate) fn pump(
     stream: &'static str,
     pipe: impl Read,
+    worker: usize,
     invocations: &Invocations,
     host: &HostLink,
 ) {
     let mut reader = BufReader::with_capacity(MAX_LINE, pipe);
     let _ = split_lines(&mut reader, MAX_LINE, |line| {
         let text = String::from_utf8_lossy(line);
-        let (id, body) = match invocations.admit_log(text.len()) {
+        let (id, body) = match invocations.admit_log(worker, text.len()) {
             LogAdmit::Send(id) => (id, text.as_bytes()),
             LogAdmit::Truncate(id) => (id, TRUNCATED_MARKER.as_bytes()),
             LogAdmit::Drop => return,

@@ -1,4 +1,4 @@
-//! `strata-init -- <bootstrap argv...>`: the agent binary. See the library docs.
+//! `strata-init [--generic] -- <bootstrap argv...>`: the agent binary. See the library docs.
 
 use std::process::ExitCode;
 

@@ -1,4 +1,5 @@
-//! The bootstrap process: starting it, signalling its process group, and reaping every child.
+//! The bootstrap processes: starting them, signalling their process groups, and reaping every
+//! child.
 
 use std::ffi::OsString;
 use std::io;
@@ -6,12 +7,14 @@ use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{ChildStderr, ChildStdout, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use rustix::io::Errno;
-use rustix::process::{Pid, Signal, WaitOptions};
+use rustix::process::{Pid, Signal, WaitId, WaitIdOptions, WaitOptions};
 
-/// Where function code is mounted; the bootstrap's working directory when it exists.
+/// Where function code is mounted; the bootstrap's working directory when it exists (unless the
+/// function's environment names another `LAMBDA_TASK_ROOT`).
 pub(crate) const TASK_ROOT: &str = "/var/task";
 
 /// How a process ended.
@@ -39,20 +42,112 @@ pub(crate) struct Bootstrap {
     pub stderr: ChildStderr,
 }
 
-/// Starts the bootstrap in its own process group with the function's environment: the agent's
-/// environment minus every `STRATA_*` variable, plus `AWS_LAMBDA_RUNTIME_API`.
-pub(crate) fn spawn(argv: &[OsString], runtime_api: SocketAddr) -> io::Result<Bootstrap> {
-    let (program, args) = argv
+/// How to start one bootstrap process.
+pub(crate) struct Launch<'a> {
+    /// The bootstrap's argv.
+    pub argv: &'a [OsString],
+    /// Appended to `argv` (the handler, when the agent knows it).
+    pub extra_arg: Option<&'a str>,
+    /// Where its Runtime API is served (`AWS_LAMBDA_RUNTIME_API`).
+    pub runtime_api: SocketAddr,
+    /// Set on top of the agent's environment (minus `STRATA_*`), in order.
+    pub env: &'a [(String, String)],
+}
+
+/// The bootstrap processes the agent started, shared by the threads that start them and the
+/// reaper. Starting a process and reaping are serialized by one lock: std's `spawn` waits for a
+/// child whose `exec` failed, and a concurrent `wait(-1)` would steal that status.
+#[derive(Debug, Default)]
+pub(crate) struct Children {
+    /// Started and not yet reaped.
+    pids: Mutex<Vec<Pid>>,
+}
+
+impl Children {
+    fn lock(&self) -> MutexGuard<'_, Vec<Pid>> {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a bootstrap in its own process group with the function's environment: the agent's
+    /// environment minus every `STRATA_*` variable, plus `AWS_LAMBDA_RUNTIME_API` and
+    /// `launch.env`.
+    pub(crate) fn spawn(&self, launch: &Launch<'_>) -> io::Result<Bootstrap> {
+        let mut pids = self.lock();
+        let bootstrap = spawn(launch)?;
+        pids.push(bootstrap.pid);
+        Ok(bootstrap)
+    }
+
+    /// Reaps every child forever (the agent is PID 1, or a child subreaper when it is not), and
+    /// reports the end of each started bootstrap to `on_exit`.
+    pub(crate) fn reap_forever(&self, on_exit: impl Fn(Pid, ExitStatus)) {
+        loop {
+            // Wait for a zombie without reaping it, then reap under the lock.
+            match rustix::process::waitid(
+                WaitId::All,
+                WaitIdOptions::EXITED | WaitIdOptions::NOWAIT,
+            ) {
+                Ok(_) => self.reap_ready(&on_exit),
+                Err(Errno::INTR) => {}
+                // No children right now; orphans may be re-parented to us later, and bootstraps
+                // may be started later (generic instances).
+                Err(Errno::CHILD) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => {
+                    eprintln!("strata-init: waitid failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
+    }
+
+    fn reap_ready(&self, on_exit: &impl Fn(Pid, ExitStatus)) {
+        let mut pids = self.lock();
+        loop {
+            // `wait`, not `waitpid(None)`: the latter only waits for our own process group.
+            match rustix::process::wait(WaitOptions::NOHANG) {
+                Ok(Some((pid, status))) => {
+                    if let Some(at) = pids.iter().position(|p| *p == pid) {
+                        pids.swap_remove(at);
+                        on_exit(
+                            pid,
+                            ExitStatus {
+                                code: status.exit_status(),
+                                signal: status.terminating_signal(),
+                            },
+                        );
+                    }
+                }
+                Err(Errno::INTR) => {}
+                Ok(None) | Err(Errno::CHILD) => return,
+                Err(e) => {
+                    eprintln!("strata-init: waitpid failed: {e}");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn spawn(launch: &Launch<'_>) -> io::Result<Bootstrap> {
+    let (program, args) = launch
+        .argv
         .split_first()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no bootstrap command"))?;
-    let cwd = if Path::new(TASK_ROOT).is_dir() {
-        TASK_ROOT
-    } else {
-        "/"
-    };
+    // The function's code: `LAMBDA_TASK_ROOT` when the environment names one, else /var/task.
+    let cwd = launch
+        .env
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "LAMBDA_TASK_ROOT")
+        .map(|(_, v)| v.as_str())
+        .into_iter()
+        .chain([TASK_ROOT])
+        .find(|dir| Path::new(dir).is_dir())
+        .unwrap_or("/");
     let mut command = Command::new(program);
     command
         .args(args)
+        .args(launch.extra_arg)
         .current_dir(cwd)
         .process_group(0)
         .stdin(Stdio::null())
@@ -63,7 +158,8 @@ pub(crate) fn spawn(argv: &[OsString], runtime_api: SocketAddr) -> io::Result<Bo
             command.env_remove(key);
         }
     }
-    command.env("AWS_LAMBDA_RUNTIME_API", runtime_api.to_string());
+    command.env("AWS_LAMBDA_RUNTIME_API", launch.runtime_api.to_string());
+    command.envs(launch.env.iter().map(|(k, v)| (k, v)));
     crate::signals::unblock_in_child(&mut command);
     let mut child = command.spawn()?;
     let pid = Pid::from_raw(child.id() as i32)
@@ -79,35 +175,11 @@ pub(crate) fn spawn(argv: &[OsString], runtime_api: SocketAddr) -> io::Result<Bo
     })
 }
 
-/// Sends `signal` to the bootstrap's process group. A group that is already gone is fine.
+/// Sends `signal` to a bootstrap's process group. A group that is already gone is fine.
 pub(crate) fn signal_group(group: Pid, signal: Signal) {
     match rustix::process::kill_process_group(group, signal) {
         Ok(()) | Err(Errno::SRCH) => {}
         Err(e) => eprintln!("strata-init: cannot signal process group {group:?}: {e}"),
-    }
-}
-
-/// Reaps every child forever (the agent is PID 1, or a child subreaper when it is not), and
-/// reports the bootstrap's end to `on_exit`. Start it only after the bootstrap was spawned, so that
-/// it never steals a status std's `spawn` waits for.
-pub(crate) fn reap_forever(bootstrap: Pid, on_exit: impl Fn(ExitStatus)) {
-    loop {
-        match rustix::process::wait(WaitOptions::empty()) {
-            Ok(Some((pid, status))) if pid == bootstrap => {
-                let status = ExitStatus {
-                    code: status.exit_status(),
-                    signal: status.terminating_signal(),
-                };
-                on_exit(status);
-            }
-            Ok(_) | Err(Errno::INTR) => {}
-            // No children right now; orphans may be re-parented to us later.
-            Err(Errno::CHILD) => std::thread::sleep(Duration::from_millis(100)),
-            Err(e) => {
-                eprintln!("strata-init: waitpid failed: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
     }
 }
 

@@ -30,7 +30,9 @@ pub const MAX_BODY_LEN: usize = 16 * 1024 * 1024;
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Header {
     // ---- server → init ----
-    /// Run one invocation. Body: the event bytes.
+    /// Run one invocation. Body: the event bytes. With several workers, invocations may overlap
+    /// up to the number of workers; one beyond that is refused with an `Error` of type
+    /// `Strata.InstanceBusy`.
     Invoke {
         /// The invocation (request) id, handed to the runtime as `Lambda-Runtime-Aws-Request-Id`.
         id: String,
@@ -49,6 +51,24 @@ pub enum Header {
     },
     /// Stop the instance: the bootstrap gets SIGTERM, then SIGKILL after a grace period. Empty body.
     Shutdown,
+    /// Turn a generic instance (`strata-init --generic`) into an instance of one function. Sent
+    /// once; the code is already visible at `/var/task`. A deferred bootstrap receives it from
+    /// `GET /2018-06-01/strata/specialization`; otherwise `workers` bootstraps are started with the
+    /// handler appended to their argv. Refused with an `InitError` of type
+    /// `Strata.AlreadySpecialized` in direct mode or when it comes a second time. Empty body.
+    Specialize {
+        /// The function's name.
+        function: String,
+        /// The handler, as the bootstrap takes it (`app.handler`).
+        handler: String,
+        /// `K=V` entries: the function's environment and the Lambda variables
+        /// (`AWS_LAMBDA_FUNCTION_NAME`, `_HANDLER`, ...). Later entries win.
+        #[serde(default)]
+        env: Vec<String>,
+        /// How many bootstrap processes serve invocations concurrently (at least 1).
+        #[serde(default = "one_worker")]
+        workers: u32,
+    },
 
     // ---- init → server ----
     /// First frame after connecting. Empty body.
@@ -58,8 +78,16 @@ pub enum Header {
         /// The pid of `strata-init` in its own pid namespace.
         pid: u32,
     },
-    /// The bootstrap asked for its first invocation: initialization finished. Sent once. Empty body.
+    /// The bootstrap asked for its first invocation: initialization finished. Sent once (at the
+    /// first `/next` of any worker). Empty body.
     Ready,
+    /// A generic instance is fully warm and can be specialized: a deferred bootstrap asked for
+    /// its specialization (its interpreter is loaded), or, for a bootstrap that does not defer, the
+    /// agent is up. Sent once, generic mode only. Empty body.
+    Waiting,
+    /// The `Specialize` frame was applied: a deferred bootstrap received it, or the bootstrap
+    /// processes were started. Sent once. Empty body.
+    Specialized,
     /// The runtime posted a result. Body: the result bytes.
     Response {
         /// The invocation id.
@@ -93,20 +121,27 @@ pub enum Header {
     Log {
         /// `"stdout"` or `"stderr"`.
         stream: String,
-        /// The invocation the line belongs to: the one last handed to the runtime (so a
-        /// runtime's closing lines after its reply still count), or none before the first. Lines
-        /// may arrive after that invocation's `Response`/`Error` frame.
+        /// The invocation the line belongs to: the one last handed to the bootstrap process
+        /// (worker) that wrote it (so a runtime's closing lines after its reply still count), or
+        /// none before its first. Lines may arrive after that invocation's `Response`/`Error`
+        /// frame.
         id: Option<String>,
     },
-    /// The bootstrap process exited; `strata-init` exits right after sending this. Empty body.
+    /// A bootstrap process exited (with several workers: the first one; the others are then
+    /// killed); `strata-init` exits right after sending this. Empty body.
     Exited {
         /// Exit status, if it exited normally.
         code: Option<i32>,
         /// Terminating signal, if it was killed.
         signal: Option<i32>,
-        /// The invocation that was in progress, if any.
+        /// The invocation that was in progress, if any: the one the exited worker was running,
+        /// else any queued or running one.
         during: Option<String>,
     },
+}
+
+fn one_worker() -> u32 {
+    1
 }
 
 fn invalid_input(msg: String) -> io::Error {
@@ -389,6 +424,17 @@ mod tests {
             ),
             (Header::Ready, r#"{"type":"ready"}"#),
             (
+                Header::Specialize {
+                    function: "hello".into(),
+                    handler: "app.handler".into(),
+                    env: vec!["AWS_LAMBDA_FUNCTION_NAME=hello".into(), "K=a=b".into()],
+                    workers: 3,
+                },
+                r#"{"type":"specialize","function":"hello","handler":"app.handler","env":["AWS_LAMBDA_FUNCTION_NAME=hello","K=a=b"],"workers":3}"#,
+            ),
+            (Header::Waiting, r#"{"type":"waiting"}"#),
+            (Header::Specialized, r#"{"type":"specialized"}"#),
+            (
                 Header::Response {
                     id: "r".into(),
                     content_type: Some("text/plain".into()),
@@ -433,6 +479,20 @@ mod tests {
             assert_eq!(serde_json::to_string(&header).unwrap(), golden);
             assert_eq!(decode_header(golden.as_bytes()).unwrap(), header);
         }
+    }
+
+    #[test]
+    fn specialize_defaults_to_one_worker_and_no_env() {
+        let h = decode_header(br#"{"type":"specialize","function":"f","handler":"h"}"#).unwrap();
+        assert_eq!(
+            h,
+            Header::Specialize {
+                function: "f".into(),
+                handler: "h".into(),
+                env: Vec::new(),
+                workers: 1,
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
-//! The AWS Lambda Runtime API (2018-06-01), served to the bootstrap on loopback: one thread per
-//! connection, HTTP/1.1 keep-alive.
+//! The AWS Lambda Runtime API (2018-06-01), served to each bootstrap (worker) on its own loopback
+//! listener, so that the agent knows which worker an invocation was handed to: one thread per
+//! connection, HTTP/1.1 keep-alive. A deferred bootstrap of a generic instance also gets Strata's
+//! extension `GET /2018-06-01/strata/specialization`.
 
 use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -10,6 +12,7 @@ use crate::host::HostLink;
 use crate::http::{self, Body, Head, HttpError};
 use crate::invocation::{Invocation, Invocations, Reply};
 use crate::protocol::{error_json, Header};
+use crate::specialize::Rendezvous;
 
 /// Largest accepted invocation response (Lambda's synchronous payload limit).
 pub(crate) const MAX_RESPONSE: usize = 6 * 1024 * 1024;
@@ -19,13 +22,20 @@ pub(crate) const MAX_ERROR: usize = 1024 * 1024;
 const MAX_OTHER: usize = 64 * 1024;
 
 const PREFIX: &str = "/2018-06-01/runtime/";
+/// Where a deferred bootstrap waits for its specialization.
+pub(crate) const SPECIALIZATION_PATH: &str = "/2018-06-01/strata/specialization";
 const ERROR_TYPE_HEADER: &str = "Lambda-Runtime-Function-Error-Type";
 
-/// Shared by all connections.
+/// Shared by all connections of one worker's listener.
 #[derive(Debug)]
 pub(crate) struct RuntimeApi {
     pub invocations: Arc<Invocations>,
     pub host: Arc<HostLink>,
+    /// Which worker this listener serves.
+    pub worker: usize,
+    /// Set for the deferred bootstrap of a generic instance: the specialization endpoint is
+    /// served (elsewhere it is a 404).
+    pub specialization: Option<Arc<Rendezvous>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -34,11 +44,15 @@ enum Route {
     Response(String),
     Error(String),
     InitError,
+    Specialization,
     NotFound,
 }
 
 impl Route {
     fn parse(method: &str, path: &str) -> Route {
+        if method == "GET" && path == SPECIALIZATION_PATH {
+            return Route::Specialization;
+        }
         let Some(rest) = path.strip_prefix(PREFIX) else {
             return Route::NotFound;
         };
@@ -58,7 +72,7 @@ impl Route {
         match self {
             Route::Response(_) => MAX_RESPONSE,
             Route::Error(_) | Route::InitError => MAX_ERROR,
-            Route::Next | Route::NotFound => MAX_OTHER,
+            Route::Next | Route::Specialization | Route::NotFound => MAX_OTHER,
         }
     }
 }
@@ -184,12 +198,34 @@ impl RuntimeApi {
             Route::Response(id) => self.response(&id, head, body),
             Route::Error(id) => self.error(&id, head, body),
             Route::InitError => self.init_error(head, body),
-            Route::NotFound => Answer::error(
+            Route::Specialization if self.specialization.is_some() => self.specialization(),
+            Route::Specialization | Route::NotFound => Answer::error(
                 404,
                 "NotFound",
                 &format!("no such Runtime API route: {} {}", head.method, head.path),
             ),
         }
+    }
+
+    /// Blocks until the instance is specialized, then answers the function's handler and
+    /// environment. `Waiting` goes out when the first request arrives, `Specialized` just before
+    /// the first answer (so it precedes anything the specialized bootstrap does).
+    fn specialization(&self) -> Answer {
+        let Some(rendezvous) = &self.specialization else {
+            return Answer::invalid_state();
+        };
+        if rendezvous.ask() {
+            if let Some(failed) = self.send(&Header::Waiting, b"") {
+                return failed;
+            }
+        }
+        let (payload, first) = rendezvous.wait();
+        if first {
+            if let Some(failed) = self.send(&Header::Specialized, b"") {
+                return failed;
+            }
+        }
+        Answer::json(200, payload)
     }
 
     fn send(&self, header: &Header, body: &[u8]) -> Option<Answer> {
@@ -204,12 +240,12 @@ impl RuntimeApi {
     }
 
     fn next(&self) -> Answer {
-        if self.invocations.begin_next() {
+        if self.invocations.begin_next(self.worker) {
             if let Some(failed) = self.send(&Header::Ready, b"") {
                 return failed;
             }
         }
-        let invocation = self.invocations.wait_next();
+        let invocation = self.invocations.wait_next(self.worker);
         next_answer(invocation)
     }
 
@@ -259,7 +295,7 @@ impl RuntimeApi {
     }
 
     fn init_error(&self, head: &Head, body: Body) -> Answer {
-        if !self.invocations.report_init_error() {
+        if !self.invocations.report_init_error(self.worker) {
             return Answer::invalid_state();
         }
         let (error_type, report, answer) = error_report(head.header(ERROR_TYPE_HEADER), body);
@@ -360,12 +396,18 @@ mod tests {
             p("POST", "/2018-06-01/runtime/init/error"),
             Route::InitError
         );
+        assert_eq!(
+            p("GET", "/2018-06-01/strata/specialization"),
+            Route::Specialization
+        );
         for (m, path) in [
             ("POST", "/2018-06-01/runtime/invocation/next"),
             ("GET", "/2018-06-01/runtime/invocation/abc/response"),
             ("POST", "/2018-06-01/runtime/invocation//response"),
             ("POST", "/2018-06-01/runtime/invocation/a/b/response"),
             ("GET", "/2020-01-01/runtime/invocation/next"),
+            ("POST", "/2018-06-01/strata/specialization"),
+            ("GET", "/2018-06-01/runtime/strata/specialization"),
             ("GET", "/"),
         ] {
             assert_eq!(p(m, path), Route::NotFound, "{m} {path}");

@@ -37,11 +37,18 @@ fn start(mode: &str, extra_env: &[(&str, &str)]) -> Instance {
 
 /// Starts strata-init with `argv` as the bootstrap and waits for its `Hello`.
 fn start_with(argv: &[&str], extra_env: &[(&str, &str)]) -> Instance {
+    start_agent(&[], argv, extra_env)
+}
+
+/// Starts strata-init with `options` (such as `--generic`) and `argv` as the bootstrap, and waits
+/// for its `Hello`.
+fn start_agent(options: &[&str], argv: &[&str], extra_env: &[(&str, &str)]) -> Instance {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("host.sock");
     let listener = UnixListener::bind(&socket).unwrap();
     let mut command = Command::new(env!("CARGO_BIN_EXE_strata-init"));
     command
+        .args(options)
         .arg("--")
         .args(argv)
         .env("STRATA_SOCKET", &socket)
@@ -801,4 +808,430 @@ fn strata_python_bootstrap_runs_handlers() {
     let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(err["errorMessage"], "bad input");
     assert_eq!(err["errorType"], "ValueError");
+}
+
+// ---- generic instances, specialization and several workers ----
+
+fn test_bootstrap() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/bootstrap.py")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn python_bootstrap() -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../runtimes/python3/bootstrap/strata_bootstrap.py")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+fn specialize(handler: &str, env: &[String], workers: u32) -> Header {
+    Header::Specialize {
+        function: "hello".into(),
+        handler: handler.into(),
+        env: env.to_vec(),
+        workers,
+    }
+}
+
+/// The pids of a process's children (of all its threads).
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return pids;
+    };
+    for task in tasks.flatten() {
+        if let Ok(list) = std::fs::read_to_string(task.path().join("children")) {
+            pids.extend(list.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
+        }
+    }
+    pids
+}
+
+fn wait_gone(pids: &[u32]) {
+    let give_up = Instant::now() + Duration::from_secs(3);
+    while !pids.iter().all(|&p| gone(p)) {
+        assert!(Instant::now() < give_up, "processes left behind: {pids:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Instance {
+    /// Nothing but logs arrives for `ms` milliseconds.
+    fn expect_quiet(&mut self, ms: u64) {
+        let until = Instant::now() + Duration::from_millis(ms);
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            self.conn.set_read_timeout(Some(left)).unwrap();
+            match read_frame(&mut self.conn) {
+                Ok(Some((Header::Log { stream, id }, body))) => self.logs.push(Log {
+                    stream,
+                    id,
+                    line: String::from_utf8(body).unwrap(),
+                }),
+                Ok(other) => panic!("expected no frame, got {other:?}"),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break
+                }
+                Err(e) => panic!("reading a frame: {e}"),
+            }
+        }
+        self.conn
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+    }
+
+    fn expect(&mut self, expected: Header) {
+        let (header, _) = self.recv();
+        assert_eq!(header, expected, "logs: {:?}", self.logs);
+    }
+
+    /// Waits for the `loaded PID` lines of `n` workers, then a little for all to be in `/next`.
+    fn expect_loaded(&mut self, n: usize) {
+        let mut loaded = std::collections::HashSet::new();
+        while loaded.len() < n {
+            let line = self.log_until(|l| l.starts_with("loaded ") && !loaded.contains(l));
+            loaded.insert(line);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    /// The `PIDS a b` lines of `n` workers of `bootstrap.py sleep`.
+    fn sleep_pids(&mut self, n: usize) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for _ in 0..n {
+            let seen = pids.len();
+            let line = self.log_until(|l| {
+                l.starts_with("PIDS ")
+                    && !l
+                        .split(' ')
+                        .skip(1)
+                        .any(|p| pids.contains(&p.parse::<u32>().unwrap()))
+            });
+            pids.extend(line.split(' ').skip(1).map(|p| p.parse::<u32>().unwrap()));
+            assert!(pids.len() > seen);
+        }
+        pids
+    }
+}
+
+#[test]
+fn generic_deferred_python_bootstrap_is_specialized_on_demand() {
+    let mut instance = start_agent(
+        &["--generic"],
+        &["python3", "-u", &python_bootstrap()],
+        &[("STRATA_DEFERRED", "1")],
+    );
+    // The interpreter is up and asks for its function.
+    instance.expect(Header::Waiting);
+    instance.expect_quiet(200);
+
+    // The code becomes visible only now, as when the server mounts it.
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        "import os\n\
+         def handler(event, context):\n    \
+             print('handling', context.aws_request_id)\n    \
+             keys = ['MY_VAR', 'AWS_LAMBDA_FUNCTION_NAME', '_HANDLER', 'STRATA_SPECIALIZE',\n            \
+                     'STRATA_SECRET']\n    \
+             return {'doubled': event['n'] * 2, 'cwd': os.getcwd(),\n            \
+                     'function': context.function_name,\n            \
+                     'env': {k: os.environ.get(k) for k in keys}}\n",
+    )
+    .unwrap();
+    let task_root = code.path().to_str().unwrap();
+    let env = vec![
+        format!("LAMBDA_TASK_ROOT={task_root}"),
+        "AWS_LAMBDA_FUNCTION_NAME=doubler".to_string(),
+        "MY_VAR=a=b".to_string(),
+    ];
+    instance.send(&specialize("app.handler", &env, 1), b"");
+    instance.expect(Header::Specialized);
+    expect_ready(&mut instance);
+
+    instance.invoke("req-d1", 5000, r#"{"n":21}"#);
+    let (header, body) = instance.recv();
+    assert!(
+        matches!(header, Header::Response { ref id, .. } if id == "req-d1"),
+        "{header:?}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(out["doubled"], 42);
+    assert_eq!(out["function"], "doubler");
+    assert_eq!(
+        out["env"],
+        serde_json::json!({
+            "MY_VAR": "a=b", "AWS_LAMBDA_FUNCTION_NAME": "doubler", "_HANDLER": "app.handler",
+            "STRATA_SPECIALIZE": null, "STRATA_SECRET": null,
+        })
+    );
+    let cwd = std::fs::canonicalize(out["cwd"].as_str().unwrap()).unwrap();
+    assert_eq!(cwd, std::fs::canonicalize(task_root).unwrap());
+    let log = instance.expect_log(|l| l.line == "handling req-d1");
+    assert_eq!(log.id.as_deref(), Some("req-d1"));
+
+    // A second Specialize is refused and changes nothing.
+    instance.send(&specialize("other.handler", &[], 1), b"");
+    let (header, body) = instance.recv();
+    assert_eq!(
+        header,
+        Header::InitError {
+            error_type: Some("Strata.AlreadySpecialized".into())
+        }
+    );
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        err["errorMessage"].as_str().unwrap().contains("hello"),
+        "{err}"
+    );
+    instance.invoke("req-d2", 5000, r#"{"n":1}"#);
+    let (header, body) = instance.recv();
+    assert!(
+        matches!(header, Header::Response { ref id, .. } if id == "req-d2"),
+        "{header:?}"
+    );
+    let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(out["doubled"], 2);
+}
+
+#[test]
+fn generic_non_deferred_waits_after_hello_and_starts_on_specialize() {
+    let script = test_bootstrap();
+    let mut instance = start_agent(&["--generic"], &["python3", "-u", &script], &[]);
+    instance.expect(Header::Waiting);
+    instance.expect_quiet(200);
+    assert!(
+        children_of(instance.child.id()).is_empty(),
+        "no bootstrap before the specialization"
+    );
+
+    // The handler is appended to the argv: bootstrap.py takes it as its mode.
+    let env = vec![
+        "AWS_LAMBDA_FUNCTION_NAME=other".to_string(),
+        "MY_VAR=x".to_string(),
+    ];
+    instance.send(&specialize("echo", &env, 1), b"");
+    instance.expect(Header::Specialized);
+    expect_ready(&mut instance);
+    instance.invoke("req-n1", 5000, r#"{"n":1}"#);
+    let (header, body) = instance.recv();
+    assert!(
+        matches!(header, Header::Response { ref id, .. } if id == "req-n1"),
+        "{header:?}"
+    );
+    let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let env = out["env"].as_object().unwrap();
+    assert_eq!(
+        env["AWS_LAMBDA_FUNCTION_NAME"], "other",
+        "the frame's env wins"
+    );
+    assert_eq!(env["MY_VAR"], "x");
+    assert_eq!(env["_HANDLER"], "echo");
+    let leaked: Vec<&String> = env.keys().filter(|k| k.starts_with("STRATA_")).collect();
+    assert!(leaked.is_empty(), "leaked {leaked:?}");
+
+    instance.send(&specialize("echo", &[], 1), b"");
+    instance.expect(Header::InitError {
+        error_type: Some("Strata.AlreadySpecialized".into()),
+    });
+    assert_eq!(
+        children_of(instance.child.id()).len(),
+        1,
+        "nothing more started"
+    );
+}
+
+#[test]
+fn direct_mode_refuses_specialize() {
+    let mut instance = start("echo", &[]);
+    expect_ready(&mut instance);
+    instance.send(&specialize("echo", &[], 2), b"");
+    instance.expect(Header::InitError {
+        error_type: Some("Strata.AlreadySpecialized".into()),
+    });
+    instance.invoke("req-1", 5000, "{}");
+    let (header, _) = instance.recv();
+    assert!(
+        matches!(header, Header::Response { ref id, .. } if id == "req-1"),
+        "{header:?}"
+    );
+}
+
+#[test]
+fn shutdown_before_specialization_ends_a_generic_instance() {
+    let script = test_bootstrap();
+    let mut instance = start_agent(&["--generic"], &["python3", "-u", &script], &[]);
+    instance.expect(Header::Waiting);
+    instance.send(&Header::Shutdown, b"");
+    instance.expect(Header::Exited {
+        code: Some(0),
+        signal: None,
+        during: None,
+    });
+    assert_eq!(instance.expect_end().code(), Some(0));
+}
+
+/// Sends three invocations back to back to three workers; each takes 300 ms.
+fn three_at_once(instance: &mut Instance, prefix: &str) {
+    let ids: Vec<String> = (1..=3).map(|i| format!("{prefix}-{i}")).collect();
+    let sent = Instant::now();
+    for id in &ids {
+        instance.invoke(id, 5000, "{}");
+    }
+    // A fourth finds every worker busy.
+    instance.invoke(&format!("{prefix}-4"), 5000, "{}");
+    let mut answered = Vec::new();
+    let mut pids = Vec::new();
+    while answered.len() < 3 {
+        match instance.recv() {
+            (Header::Response { id, .. }, body) => {
+                let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(out["id"], id.as_str());
+                pids.push(out["pid"].as_u64().unwrap());
+                answered.push(id);
+            }
+            (Header::Error { id, error_type }, _) if id == format!("{prefix}-4") => {
+                assert_eq!(error_type.as_deref(), Some("Strata.InstanceBusy"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let elapsed = sent.elapsed();
+    // One after the other would take 900 ms.
+    assert!(elapsed < Duration::from_millis(650), "{elapsed:?}");
+    answered.sort();
+    assert_eq!(answered, ids);
+    pids.sort();
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "three processes served them: {pids:?}");
+    for id in &ids {
+        for what in ["start", "end"] {
+            let line = format!("{what} {id}");
+            let log = instance.expect_log(|l| l.line == line);
+            assert_eq!(log.id.as_deref(), Some(id.as_str()), "{line}");
+        }
+    }
+}
+
+#[test]
+fn three_workers_run_invocations_concurrently() {
+    let script = test_bootstrap();
+    let mut instance = start_agent(&["--generic"], &["python3", "-u", &script], &[]);
+    instance.expect(Header::Waiting);
+    instance.send(&specialize("slow", &[], 3), b"");
+    instance.expect(Header::Specialized);
+    expect_ready(&mut instance);
+    instance.expect_loaded(3);
+    three_at_once(&mut instance, "req-w");
+    // Again, on the same workers.
+    three_at_once(&mut instance, "req-v");
+}
+
+#[test]
+fn deferred_bootstrap_with_three_workers() {
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(
+        code.path().join("app.py"),
+        "import os, time\n\
+         print('loaded', os.getpid())\n\
+         def handler(event, context):\n    \
+             print('start', context.aws_request_id)\n    \
+             time.sleep(0.3)\n    \
+             print('end', context.aws_request_id)\n    \
+             return {'id': context.aws_request_id, 'pid': os.getpid(),\n            \
+                     'var': os.environ.get('MY_VAR')}\n",
+    )
+    .unwrap();
+    let mut instance = start_agent(
+        &["--generic"],
+        &["python3", "-u", &python_bootstrap()],
+        &[("STRATA_DEFERRED", "1")],
+    );
+    instance.expect(Header::Waiting);
+    let env = vec![
+        format!("LAMBDA_TASK_ROOT={}", code.path().display()),
+        "MY_VAR=everywhere".to_string(),
+    ];
+    instance.send(&specialize("app.handler", &env, 3), b"");
+    instance.expect(Header::Specialized);
+    expect_ready(&mut instance);
+    instance.expect_loaded(3);
+    three_at_once(&mut instance, "req-p");
+    // Every worker has the function's environment.
+    for i in 1..=3 {
+        instance.invoke(&format!("req-e{i}"), 5000, "{}");
+    }
+    for _ in 1..=3 {
+        let (header, body) = instance.recv();
+        assert!(matches!(header, Header::Response { .. }), "{header:?}");
+        let out: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(out["var"], "everywhere");
+    }
+}
+
+#[test]
+fn direct_mode_workers_from_the_environment() {
+    let mut instance = start("slow", &[("STRATA_WORKERS", "3")]);
+    expect_ready(&mut instance);
+    instance.expect_loaded(3);
+    three_at_once(&mut instance, "req-s");
+}
+
+#[test]
+fn timeout_with_several_workers_kills_them_all() {
+    let script = test_bootstrap();
+    let mut instance = start_agent(&["--generic"], &["python3", "-u", &script], &[]);
+    instance.expect(Header::Waiting);
+    instance.send(&specialize("sleep", &[], 3), b"");
+    instance.expect(Header::Specialized);
+    expect_ready(&mut instance);
+    let pids = instance.sleep_pids(3);
+    assert_eq!(pids.len(), 6, "three workers and their children: {pids:?}");
+    instance.invoke("req-t", 700, "{}");
+    instance.expect(Header::Timeout {
+        id: "req-t".into(),
+        timeout_ms: 700,
+    });
+    match instance.recv() {
+        (
+            Header::Exited {
+                code: None,
+                signal: Some(9),
+                during: Some(id),
+            },
+            _,
+        ) if id == "req-t" => {}
+        other => panic!("expected Exited by SIGKILL, got {other:?}"),
+    }
+    assert_eq!(instance.expect_end().code(), Some(0));
+    wait_gone(&pids);
+}
+
+#[test]
+fn one_worker_exiting_ends_the_instance() {
+    let mut instance = start("exit_mid", &[("STRATA_WORKERS", "2")]);
+    expect_ready(&mut instance);
+    let others = children_of(instance.child.id());
+    assert_eq!(others.len(), 2, "{others:?}");
+    instance.invoke("req-x", 5000, "{}");
+    instance.expect(Header::Exited {
+        code: Some(3),
+        signal: None,
+        during: Some("req-x".into()),
+    });
+    assert_eq!(instance.expect_end().code(), Some(3));
+    wait_gone(&others);
 }

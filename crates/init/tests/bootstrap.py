@@ -1,6 +1,7 @@
 """A test bootstrap for strata-init: a Lambda Runtime API client with scripted behaviours.
 
-Usage: python3 -u bootstrap.py MODE. Standard library only (http.client), like a real runtime.
+Usage: python3 -u bootstrap.py MODE (in generic mode, the handler is the mode). Standard library
+only (http.client), like a real runtime.
 """
 
 import http.client
@@ -114,6 +115,16 @@ def probe():
     next_invocation()
 
 
+def slow():
+    print("loaded", os.getpid())
+    while True:
+        rid, _, _ = next_invocation()
+        print("start", rid)
+        time.sleep(0.3)
+        print("end", rid)
+        respond(rid, json.dumps({"id": rid, "pid": os.getpid()}).encode())
+
+
 def idle():
     print("API", os.environ["AWS_LAMBDA_RUNTIME_API"])
     time.sleep(60)
@@ -139,6 +150,7 @@ def term():
     "flood": flood,
     "exit_mid": exit_mid,
     "probe": probe,
+    "slow": slow,
     "idle": idle,
     "term": term,
 }[sys.argv[1]]()

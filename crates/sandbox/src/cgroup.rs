@@ -1,12 +1,20 @@
-//! Reading and removing container cgroups, on cgroup v1, v2 and hybrid hosts.
+//! Reading, resizing and removing container cgroups, on cgroup v1, v2 and hybrid hosts.
 //!
-//! The runtime creates and limits cgroups; Strata only reads a stopped container's OOM
-//! counters and removes cgroups a crash left behind.
+//! The runtime creates cgroups and applies a container's first limits. Strata reads OOM
+//! counters and memory usage, removes cgroups a crash left behind, and resizes a running
+//! container's limits by writing its cgroup files directly ([`set_limits`]): a warm instance
+//! takes on its function's limits in microseconds, without spawning `runc update`.
+//!
+//! Each controller is looked up on its own: a v1 hierarchy that carries it wins (hybrid hosts
+//! keep `memory`, `cpu` and `pids` on v1 and an empty v2 mount beside them); otherwise the
+//! unified (v2) hierarchy holds it.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::error::SandboxError;
 use crate::mount::unescape_mountinfo;
+use crate::spec::{limits_problem, Limits, CPU_PERIOD_US};
 
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +72,173 @@ pub(crate) fn hierarchies_in(mountinfo: &str) -> Vec<Hierarchy> {
         }
     }
     found
+}
+
+/// The cgroup hierarchies, read from the mount table once per process: they do not change
+/// while Strata runs, and the mount table of a busy host is long.
+fn hierarchies_cached() -> Result<&'static [Hierarchy], SandboxError> {
+    static CACHE: OnceLock<Vec<Hierarchy>> = OnceLock::new();
+    if let Some(hs) = CACHE.get() {
+        return Ok(hs);
+    }
+    let hs = hierarchies()?;
+    Ok(CACHE.get_or_init(|| hs))
+}
+
+/// The directory of the cgroup at `rel` that `controller` (`memory`, `cpu`, `pids`) limits,
+/// and whether it is a v2 (unified) cgroup.
+fn controller_dir(hs: &[Hierarchy], controller: &str, rel: &str) -> Option<(PathBuf, bool)> {
+    hs.iter()
+        .find(|h| !h.unified && h.controllers.iter().any(|c| c == controller))
+        .or_else(|| hs.iter().find(|h| h.unified))
+        .map(|h| (h.mount_point.join(rel), h.unified))
+}
+
+/// `cgroups_path` without its leading `/`, if it names a cgroup below the root safely.
+fn relative_cgroup(cgroups_path: &str) -> Result<&str, SandboxError> {
+    let rel = cgroups_path.trim_matches('/');
+    if rel.is_empty()
+        || rel
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+    {
+        return Err(SandboxError::InvalidSpec {
+            id: cgroups_path.to_string(),
+            reason: "a cgroup path looks like /<parent>/<id>, without empty, . or .. components"
+                .to_string(),
+        });
+    }
+    Ok(rel)
+}
+
+/// Resizes a running container's cgroup to `limits`, writing its cgroup files directly (no
+/// process is spawned; a call takes some microseconds).
+///
+/// `cgroups_path` is the container's [`ContainerSpec::cgroups_path`], e.g. `/strata/<id>`.
+/// The result matches what [`oci_config`] would have asked the runtime for: `None` makes a
+/// resource unlimited, and memory limits keep the container from swapping.
+///
+/// - cgroup v1: `memory.limit_in_bytes` and, when swap accounting exists,
+///   `memory.memsw.limit_in_bytes` (set to the same value; the kernel wants memory ≤
+///   memory+swap at every step, so a raise writes memsw first and a cut writes it last);
+///   `cpu.cfs_period_us` and `cpu.cfs_quota_us`; `pids.max`.
+/// - cgroup v2: `memory.max`, `memory.swap.max` (`0`, when it exists), `cpu.max`
+///   (`"<quota> <period>"`), `pids.max`.
+///
+/// Cutting memory below current usage makes the kernel reclaim; v1 fails with `EBUSY` if it
+/// cannot, v2 OOM-kills inside the container. The runtime's own record of the container's
+/// limits is not updated, so do not mix this with `runc update`. A write that fails stops
+/// the resize there, with the earlier controllers already resized.
+///
+/// [`ContainerSpec::cgroups_path`]: crate::ContainerSpec::cgroups_path
+/// [`oci_config`]: crate::oci_config
+pub fn set_limits(cgroups_path: &str, limits: &Limits) -> Result<(), SandboxError> {
+    let rel = relative_cgroup(cgroups_path)?;
+    if let Some(reason) = limits_problem(limits) {
+        return Err(SandboxError::InvalidSpec {
+            id: cgroups_path.to_string(),
+            reason,
+        });
+    }
+    let hs = hierarchies_cached()?;
+    let dir = |controller: &str| {
+        controller_dir(hs, controller, rel).ok_or_else(|| SandboxError::WriteCgroup {
+            path: PathBuf::from(cgroups_path),
+            value: String::new(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("no cgroup hierarchy carries the {controller} controller"),
+            ),
+        })
+    };
+
+    let (memory, v2) = dir("memory")?;
+    if v2 {
+        let value = limits
+            .memory_bytes
+            .map_or_else(|| "max".to_string(), |b| b.to_string());
+        write_cgroup(&memory.join("memory.max"), &value)?;
+        let swap = if limits.memory_bytes.is_some() {
+            "0"
+        } else {
+            "max"
+        };
+        write_optional(&memory.join("memory.swap.max"), swap)?;
+    } else {
+        let value = limits
+            .memory_bytes
+            .map_or_else(|| "-1".to_string(), |b| b.to_string());
+        let mem = memory.join("memory.limit_in_bytes");
+        let memsw = memory.join("memory.memsw.limit_in_bytes");
+        // A raise writes memory+swap first, a cut writes it last.
+        let current = read_u64(&mem);
+        let raising = current.is_some_and(|c| limits.memory_bytes.unwrap_or(u64::MAX) >= c);
+        if raising {
+            write_optional(&memsw, &value)?;
+            write_cgroup(&mem, &value)?;
+        } else {
+            write_cgroup(&mem, &value)?;
+            write_optional(&memsw, &value)?;
+        }
+    }
+
+    let quota = limits
+        .cpu_millis
+        .map(|m| u64::from(m) * CPU_PERIOD_US / 1000);
+    let (cpu, v2) = dir("cpu")?;
+    if v2 {
+        let quota = quota.map_or_else(|| "max".to_string(), |q| q.to_string());
+        write_cgroup(&cpu.join("cpu.max"), &format!("{quota} {CPU_PERIOD_US}"))?;
+    } else {
+        write_cgroup(&cpu.join("cpu.cfs_period_us"), &CPU_PERIOD_US.to_string())?;
+        let quota = quota.map_or_else(|| "-1".to_string(), |q| q.to_string());
+        write_cgroup(&cpu.join("cpu.cfs_quota_us"), &quota)?;
+    }
+
+    let (pids, _) = dir("pids")?;
+    let value = limits
+        .pids
+        .map_or_else(|| "max".to_string(), |p| p.to_string());
+    write_cgroup(&pids.join("pids.max"), &value)
+}
+
+/// The memory a container's cgroup charges right now, in bytes (v1
+/// `memory.usage_in_bytes`, v2 `memory.current`); `None` if it cannot be read.
+pub fn memory_usage(cgroups_path: &str) -> Option<u64> {
+    let rel = relative_cgroup(cgroups_path).ok()?;
+    let hs = hierarchies_cached().ok()?;
+    let (dir, v2) = controller_dir(hs, "memory", rel)?;
+    read_u64(&dir.join(if v2 {
+        "memory.current"
+    } else {
+        "memory.usage_in_bytes"
+    }))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+fn write_cgroup(path: &Path, value: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, value).map_err(|source| SandboxError::WriteCgroup {
+        path: path.to_path_buf(),
+        value: value.to_string(),
+        source,
+    })
+}
+
+/// Writes a file that only exists with some kernel options (swap accounting); a missing one
+/// is skipped, but only when the cgroup itself exists.
+fn write_optional(path: &Path, value: &str) -> Result<(), SandboxError> {
+    match write_cgroup(path, value) {
+        Err(SandboxError::WriteCgroup { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound
+                && path.parent().is_some_and(Path::is_dir) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// Best effort: whether the OOM killer struck in the cgroup at `cgroups_path` (relative to each
@@ -186,6 +361,45 @@ mod tests {
         let v2 = "low 0\nhigh 0\nmax 5\noom 1\noom_kill 1\noom_group_kill 0\n";
         assert_eq!(counter(v2, "oom_kill"), 1);
         assert_eq!(counter(v2, "missing"), 0);
+    }
+
+    #[test]
+    fn controllers_prefer_v1_and_fall_back_to_v2() {
+        let hybrid = hierarchies_in(HYBRID);
+        assert_eq!(
+            controller_dir(&hybrid, "memory", "strata/c"),
+            Some((PathBuf::from("/sys/fs/cgroup/memory/strata/c"), false))
+        );
+        // pids is not on v1 in this table: the unified hierarchy carries it.
+        assert_eq!(
+            controller_dir(&hybrid, "pids", "strata/c"),
+            Some((PathBuf::from("/sys/fs/cgroup/unified/strata/c"), true))
+        );
+        let v2 = hierarchies_in("30 23 0:26 / /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+        assert_eq!(
+            controller_dir(&v2, "cpu", "strata/c"),
+            Some((PathBuf::from("/sys/fs/cgroup/strata/c"), true))
+        );
+        assert_eq!(controller_dir(&[], "cpu", "strata/c"), None);
+    }
+
+    #[test]
+    fn set_limits_rejects_bad_input_before_writing() {
+        for bad in ["", "/", "/strata/../etc", "strata//c", "/./c"] {
+            let err = set_limits(bad, &Limits::default()).expect_err(bad);
+            assert_eq!(
+                err.kind(),
+                strata_types::ErrorKind::InvalidArgument,
+                "{bad}"
+            );
+        }
+        let zero_pids = Limits {
+            pids: Some(0),
+            ..Limits::default()
+        };
+        let err = set_limits("/strata/c", &zero_pids).expect_err("pids 0");
+        assert!(err.to_string().contains("pids"), "{err}");
+        assert_eq!(memory_usage("/strata/../etc"), None);
     }
 
     #[test]

@@ -124,6 +124,26 @@ pub enum SandboxError {
         /// The system error.
         source: io::Error,
     },
+    /// Making a directory a shared, propagating mount point failed.
+    #[error("making {path:?} a shared mount point: {source}")]
+    SharedMount {
+        /// The directory.
+        path: PathBuf,
+        /// The system error.
+        source: io::Error,
+    },
+    /// Binding a directory onto a (propagating) mount point failed.
+    #[error("bind-mounting {from:?} at {target:?} (read-only: {readonly}): {source}")]
+    BindInto {
+        /// The source directory.
+        from: PathBuf,
+        /// The mount point.
+        target: PathBuf,
+        /// Whether a read-only mount was asked for.
+        readonly: bool,
+        /// The system error.
+        source: io::Error,
+    },
     /// Unmounting failed, even lazily.
     #[error("unmounting {target:?}: {source}")]
     Unmount {
@@ -196,6 +216,17 @@ pub enum SandboxError {
         /// The I/O error.
         source: io::Error,
     },
+    /// Writing a cgroup file (a limit) failed; a missing file means the container's cgroup
+    /// does not exist.
+    #[error("writing {value:?} to {path:?}: {source}")]
+    WriteCgroup {
+        /// The cgroup file (or the cgroup path, when no hierarchy carries the controller).
+        path: PathBuf,
+        /// The value written.
+        value: String,
+        /// The system error.
+        source: io::Error,
+    },
     /// Removing a leftover cgroup failed.
     #[error("removing cgroup {path:?}: {source}")]
     RemoveCgroup {
@@ -225,6 +256,11 @@ impl SandboxError {
             }
             SandboxError::BinaryMissing { .. } => ErrorKind::Unavailable,
             SandboxError::OverlayUnsupported { .. } => ErrorKind::FailedPrecondition,
+            SandboxError::WriteCgroup { source, .. }
+                if source.kind() == io::ErrorKind::NotFound =>
+            {
+                ErrorKind::NotFound
+            }
             _ => ErrorKind::Internal,
         }
     }

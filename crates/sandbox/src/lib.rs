@@ -6,6 +6,18 @@
 //! ([`host_user_lookup`]); bootstrapping Debian root filesystems ([`debootstrap_tar`]); and
 //! removing cgroups a crash left behind ([`cleanup_cgroups`]).
 //!
+//! It also gives warm pools their two mechanisms for turning a generic, already running
+//! instance into one of a function:
+//!
+//! - **Code without a restart.** A plan's [`ContainerSpec::slave_binds`] become `rslave`
+//!   binds of host dirs that [`mount::make_shared_mountpoint`] made shared; a later
+//!   [`mount::bind_into`] of the function's code onto such a dir appears inside the running
+//!   container (read-only if asked), and unmounting it takes it out again. The [`mount`]
+//!   module explains the propagation design.
+//! - **Limits without an exec.** [`set_limits`] writes a running container's cgroup files
+//!   directly (v1, v2 and hybrid hosts), in microseconds; [`memory_usage`] reads its charge.
+//!   [`Runc::state`] and [`Runc::exec`] inspect a running container.
+//!
 //! It must not decide policy: which layers to stack, which limits, capabilities or network a
 //! container gets, when to start or stop one — callers hand it complete plans. It keeps no
 //! state of its own beyond what runc records under its state root, embeds no OCI runtime (runc
@@ -22,10 +34,10 @@ mod spec;
 mod user;
 
 pub use bootstrap::debootstrap_tar;
-pub use cgroup::cleanup_cgroups;
+pub use cgroup::{cleanup_cgroups, memory_usage, set_limits};
 pub use error::SandboxError;
 pub use output::MAX_LINE_BYTES;
-pub use runc::{RunOutcome, Runc};
+pub use runc::{ContainerState, RunOutcome, Runc};
 pub use spec::{
     build_capabilities, oci_config, validate_container_id, BindMount, ContainerSpec, Limits,
     Network, TmpfsMount, DEFAULT_PATH_ENV,

@@ -4,17 +4,45 @@
 //! kernel ≥ 6.8), so a stack is not limited by the one-page option string of `mount(2)`. On
 //! older kernels they fall back to `mount(2)` with a `lowerdir=a:b:c` string, and say clearly
 //! when that string would not fit.
+//!
+//! # Filling a running container's directory: propagating mount points
+//!
+//! A warm instance is started before it knows its function, and its code appears at
+//! `/var/task` later, without restarting it. Strata does that with mount propagation:
+//!
+//! 1. Before the container starts, [`make_shared_mountpoint`] bind-mounts an empty host dir
+//!    onto itself and marks the mount *shared*: it becomes the only member of a new peer
+//!    group, so mount events on it can propagate and nothing else's events leak in.
+//! 2. The container plan lists that dir in [`ContainerSpec::slave_binds`], which
+//!    [`oci_config`] turns into a bind with `rbind, rslave`: the container's `/var/task` is a
+//!    *slave* of the host mount. Events flow host → container only; nothing the container
+//!    mounts reaches the host.
+//! 3. To specialize, [`bind_into`] mounts the code dir onto the host dir. The kernel copies
+//!    that mount into every slave, so the code appears at `/var/task` in the running
+//!    container, with the same flags — including read-only.
+//! 4. Cleanup is [`unmount`] of each path [`mounts_under`] lists (the code mount, then the
+//!    shared mount under it), after the container is deleted.
+//!
+//! Read-only needs care: `mount(2)` ignores `MS_RDONLY` together with `MS_BIND`, and a later
+//! read-only remount changes only the host's mount, not the copies already propagated into
+//! containers. So [`bind_into`] first makes a private, read-only bind in a staging dir beside
+//! the target and then binds *that* onto the target: the propagated copies are born
+//! read-only.
+//!
+//! [`ContainerSpec::slave_binds`]: crate::ContainerSpec::slave_binds
+//! [`oci_config`]: crate::oci_config
 
 use std::io;
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustix::fs::CWD;
 use rustix::io::Errno;
 use rustix::mount::{
-    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, mount_bind, mount_remount,
-    move_mount, unmount as umount2, FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags,
-    MoveMountFlags, UnmountFlags,
+    fsconfig_create, fsconfig_set_string, fsmount, fsopen, mount, mount_bind, mount_change,
+    mount_remount, move_mount, unmount as umount2, FsMountFlags, FsOpenFlags, MountAttrFlags,
+    MountFlags, MountPropagationFlags, MoveMountFlags, UnmountFlags,
 };
 
 use crate::error::SandboxError;
@@ -232,8 +260,93 @@ pub fn bind_readonly(source: &Path, target: &Path) -> Result<(), SandboxError> {
     Ok(())
 }
 
-/// Unmounts `target`. A busy mount is detached lazily; a path that is not a mount point (or
-/// does not exist) is already unmounted.
+/// Makes `dir` a shared mount point whose later mounts propagate into containers.
+///
+/// Bind-mounts `dir` onto itself, makes the bind private (leaving any peer group it inherited
+/// from its parent) and then shared, so it heads a new peer group of its own. A container
+/// that lists `dir` in [`ContainerSpec::slave_binds`](crate::ContainerSpec::slave_binds)
+/// gets a slave copy of it; whatever is later mounted on `dir` (see [`bind_into`]) appears
+/// there too. Each call stacks one more mount on `dir`; [`unmount`] removes one. On failure
+/// nothing is left mounted.
+pub fn make_shared_mountpoint(dir: &Path) -> Result<(), SandboxError> {
+    let err = |e: Errno| SandboxError::SharedMount {
+        path: dir.to_path_buf(),
+        source: io::Error::from(e),
+    };
+    mount_bind(dir, dir).map_err(err)?;
+    let shared = mount_change(dir, MountPropagationFlags::PRIVATE)
+        .and_then(|()| mount_change(dir, MountPropagationFlags::SHARED));
+    if let Err(e) = shared {
+        undo_mount(dir);
+        return Err(err(e));
+    }
+    Ok(())
+}
+
+/// Bind-mounts `source` onto `target`, read-only if asked. Mounts below `source` are not
+/// carried along.
+///
+/// Made for filling a [`make_shared_mountpoint`] dir under running containers: the mount
+/// propagates into every container holding a slave copy of `target`, and is read-only there
+/// too. To get that, `source` is first bound onto a staging dir created beside `target`
+/// (`.<name>.strata-stage-<pid>-<n>`), made private (so it joins no peer group of
+/// `source`'s mount) and remounted read-only if asked; that mount is then bound onto
+/// `target`, and the staging mount and dir are removed. A read-only remount after the fact
+/// would not reach the propagated copies. On failure nothing is left mounted.
+pub fn bind_into(source: &Path, target: &Path, readonly: bool) -> Result<(), SandboxError> {
+    static STAGES: AtomicU64 = AtomicU64::new(0);
+    let err = |e: io::Error| SandboxError::BindInto {
+        from: source.to_path_buf(),
+        target: target.to_path_buf(),
+        readonly,
+        source: e,
+    };
+    let (Some(parent), Some(name)) = (target.parent(), target.file_name()) else {
+        return Err(err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the target needs a parent directory to stage the mount in",
+        )));
+    };
+    let mut stage_name = std::ffi::OsString::from(".");
+    stage_name.push(name);
+    stage_name.push(format!(
+        ".strata-stage-{}-{}",
+        std::process::id(),
+        STAGES.fetch_add(1, Ordering::Relaxed)
+    ));
+    let stage = parent.join(stage_name);
+    std::fs::create_dir(&stage).map_err(err)?;
+
+    let mut staged = mount_bind(source, &stage);
+    if staged.is_ok() {
+        staged = mount_change(&stage, MountPropagationFlags::PRIVATE);
+        if staged.is_ok() && readonly {
+            staged = mount_remount(&stage, MountFlags::BIND | MountFlags::RDONLY, "");
+        }
+        if staged.is_ok() {
+            // The staging mount already has its final flags, so every copy does too.
+            staged = mount_bind(&stage, target);
+        }
+        undo_mount(&stage);
+    }
+    if let Err(e) = std::fs::remove_dir(&stage) {
+        tracing::warn!(stage = %stage.display(), error = %e, "removing a staging dir failed");
+    }
+    staged.map_err(|e| err(io::Error::from(e)))
+}
+
+/// Best effort: detaches a mount this module just made, on an error path.
+fn undo_mount(target: &Path) {
+    if let Err(e) = umount2(target, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW) {
+        tracing::warn!(target_dir = %target.display(), error = %e, "undoing a mount failed");
+    }
+}
+
+/// Unmounts `target` (the topmost mount there, when several are stacked). A busy mount is
+/// detached lazily; a path that is not a mount point (or does not exist) is already
+/// unmounted. Unmounting a [`bind_into`] mount also unmounts its propagated copies in
+/// containers that still run; unmounting a [`make_shared_mountpoint`] dir leaves their slave
+/// copies in place (they just stop receiving mounts).
 pub fn unmount(target: &Path) -> Result<(), SandboxError> {
     let err = |e: Errno| SandboxError::Unmount {
         target: target.to_path_buf(),

@@ -40,6 +40,15 @@ impl RunOutcome {
     }
 }
 
+/// A container as `runc state` reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerState {
+    /// `creating`, `created`, `running`, `paused` or `stopped`.
+    pub status: String,
+    /// The host pid of the container's init process; `None` once it has stopped.
+    pub pid: Option<u32>,
+}
+
 /// The runc command line: a binary and the state root its containers are recorded under.
 #[derive(Debug, Clone)]
 pub struct Runc {
@@ -274,6 +283,67 @@ impl Runc {
         }
     }
 
+    /// A container's status and init pid (`runc state <id>`); `None` if no container has
+    /// that id.
+    pub async fn state(&self, id: &str) -> Result<Option<ContainerState>, SandboxError> {
+        validate_container_id(id)?;
+        let mut cmd = self.command();
+        cmd.args(["state", id]);
+        let out = self.output(cmd, "state").await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            if stderr.contains("does not exist") {
+                return Ok(None);
+            }
+            return Err(SandboxError::CommandFailed {
+                command: format!("{} state {id}", self.binary.display()),
+                status: out.status.to_string(),
+                output: stderr.trim().to_string(),
+            });
+        }
+        parse_state(&out.stdout)
+            .map(Some)
+            .ok_or_else(|| SandboxError::CommandFailed {
+                command: format!("{} state {id}", self.binary.display()),
+                status: out.status.to_string(),
+                output: format!(
+                    "unexpected output: {}",
+                    String::from_utf8_lossy(&out.stdout).trim()
+                ),
+            })
+    }
+
+    /// Runs `args` inside a running container (`runc exec <id> <args...>`) as the container's
+    /// user, with stdin closed, and waits for it. Returns its exit code (`128 + signal` when a
+    /// signal ended it) and its output: stdout, then stderr. An exec runc cannot start (no
+    /// such container, container not running, program not found) is an error.
+    pub async fn exec(&self, id: &str, args: &[String]) -> Result<(i32, String), SandboxError> {
+        validate_container_id(id)?;
+        let command = format!("{} exec {id}", self.binary.display());
+        if args.is_empty() {
+            return Err(SandboxError::InvalidSpec {
+                id: id.to_string(),
+                reason: "exec needs a program to run".to_string(),
+            });
+        }
+        let mut cmd = self.command();
+        // runc's own errors come as JSON lines on stderr, told apart from the program's.
+        cmd.args(["--log-format", "json", "exec", id]).args(args);
+        let out = self.output(cmd, "exec").await?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors = parse_runc_errors(&stderr);
+        if !errors.is_empty() {
+            return Err(SandboxError::CommandFailed {
+                command,
+                status: out.status.to_string(),
+                output: errors.join("; "),
+            });
+        }
+        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+        output.push_str(&stderr);
+        Ok((exit_code(out.status), output))
+    }
+
     /// Sends a signal (e.g. `KILL`, `TERM`) to a container's init process (`runc kill`).
     pub async fn kill(&self, id: &str, signal: &str) -> Result<(), SandboxError> {
         validate_container_id(id)?;
@@ -383,6 +453,17 @@ fn parse_version(text: &str) -> Option<String> {
     rest.split_whitespace().next().map(String::from)
 }
 
+/// The `status` and `pid` of `runc state` output.
+fn parse_state(stdout: &[u8]) -> Option<ContainerState> {
+    let v: serde_json::Value = serde_json::from_slice(stdout).ok()?;
+    let status = v["status"].as_str()?.to_string();
+    let pid = v["pid"]
+        .as_u64()
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p != 0);
+    Some(ContainerState { status, pid })
+}
+
 /// The error messages runc wrote to its JSON log.
 fn runc_errors(log: &Path) -> Vec<String> {
     let text = std::fs::read_to_string(log).unwrap_or_default();
@@ -462,6 +543,21 @@ not json
         let errors = parse_runc_errors(log);
         assert_eq!(errors.len(), 1);
         assert!(errors[0].contains("exec: \"/x\""));
+    }
+
+    #[test]
+    fn parses_state() {
+        let running = br#"{"ociVersion":"1.0.2-dev","id":"c","pid":4242,"status":"running","bundle":"/b","rootfs":"/r","created":"2024-01-01T00:00:00Z","owner":""}"#;
+        assert_eq!(
+            parse_state(running),
+            Some(ContainerState {
+                status: "running".into(),
+                pid: Some(4242)
+            })
+        );
+        let stopped = br#"{"id":"c","pid":0,"status":"stopped"}"#;
+        assert_eq!(parse_state(stopped).and_then(|s| s.pid), None);
+        assert_eq!(parse_state(b"not json"), None);
     }
 
     #[test]

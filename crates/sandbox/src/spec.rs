@@ -84,6 +84,21 @@ pub struct ContainerSpec {
     pub capabilities: Vec<String>,
     /// Host paths bind-mounted into the container, after the tmpfs mounts.
     pub binds: Vec<BindMount>,
+    /// Host dirs bind-mounted into the container as *slaves* (`rbind, rslave`), after
+    /// `binds`: whatever is mounted on the host dir later, while the container runs, appears
+    /// inside it too. The host dir must be a shared mount point
+    /// ([`crate::mount::make_shared_mountpoint`]) when the container starts, and is filled
+    /// with [`crate::mount::bind_into`] — how a warm instance receives its function's code at
+    /// `/var/task`. `readonly` applies to the (usually empty) host dir itself; a mount
+    /// propagated later keeps its own flags.
+    ///
+    /// `rslave` rather than relying on the runtime's default root propagation (runc makes
+    /// the container's tree `rslave` unless told otherwise, so even a plain bind of a shared
+    /// host dir receives events): it states the intent in the plan and keeps the flow
+    /// one-way — nothing mounted inside the container ever reaches the host — whatever root
+    /// propagation the runtime uses.
+    #[serde(default)]
+    pub slave_binds: Vec<BindMount>,
     /// Size-capped tmpfs mounts.
     pub tmpfs: Vec<TmpfsMount>,
     /// Cgroup limits.
@@ -115,6 +130,7 @@ impl ContainerSpec {
             network: Network::Isolated,
             capabilities: Vec::new(),
             binds: Vec::new(),
+            slave_binds: Vec::new(),
             tmpfs: Vec::new(),
             limits: Limits::default(),
             cgroup_parent: "strata".to_string(),
@@ -171,7 +187,7 @@ impl ContainerSpec {
                 "capability {bad:?} must be an upper-case name such as CAP_CHOWN"
             )));
         }
-        for b in &self.binds {
+        for b in self.binds.iter().chain(&self.slave_binds) {
             if !b.source.is_absolute() || !b.destination.starts_with('/') {
                 return Err(invalid(format!(
                     "bind mount {:?} -> {:?} needs absolute source and destination",
@@ -191,16 +207,22 @@ impl ContainerSpec {
                 self.cgroup_parent
             )));
         }
-        if self.limits.pids.is_some_and(|p| p < 1) {
-            return Err(invalid("pids limit must be at least 1".to_string()));
-        }
-        if self.limits.cpu_millis == Some(0) {
-            return Err(invalid(
-                "cpu limit must be at least 1 millicore".to_string(),
-            ));
+        if let Some(reason) = limits_problem(&self.limits) {
+            return Err(invalid(reason));
         }
         Ok(())
     }
+}
+
+/// What is wrong with a set of limits, if anything.
+pub(crate) fn limits_problem(limits: &Limits) -> Option<String> {
+    if limits.pids.is_some_and(|p| p < 1) {
+        return Some("pids limit must be at least 1".to_string());
+    }
+    if limits.cpu_millis == Some(0) {
+        return Some("cpu limit must be at least 1 millicore".to_string());
+    }
+    None
 }
 
 /// Checks a container id against the alphabet runc accepts (`[A-Za-z0-9_+.-]`, at most 1024
@@ -278,7 +300,7 @@ const READONLY_PATHS: &[&str] = &[
 ];
 
 /// CFS period used for CPU quotas, in microseconds.
-const CPU_PERIOD_US: u64 = 100_000;
+pub(crate) const CPU_PERIOD_US: u64 = 100_000;
 
 /// The OCI runtime-spec `config.json` for a plan. Pure; uses runtime-spec 1.0.2 fields only,
 /// and `linux.resources` (not `unified`) so the runtime translates limits for cgroup v1 and v2.
@@ -342,15 +364,11 @@ pub fn oci_config(spec: &ContainerSpec) -> Value {
         }));
     }
     for b in &spec.binds {
-        let mut options = vec!["rbind"];
-        if b.readonly {
-            options.push("ro");
-        }
-        options.extend(["nosuid", "nodev"]);
-        mounts.push(json!({
-            "destination": b.destination, "type": "bind",
-            "source": b.source.to_string_lossy(), "options": options,
-        }));
+        mounts.push(bind_mount(b, &[]));
+    }
+    for b in &spec.slave_binds {
+        // A slave of the host's shared mount: host → container mount events only.
+        mounts.push(bind_mount(b, &["rslave"]));
     }
 
     let mut namespaces = vec![
@@ -393,6 +411,20 @@ pub fn oci_config(spec: &ContainerSpec) -> Value {
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
+    })
+}
+
+/// An OCI bind mount entry: `rbind`, then `propagation`, then `ro` if asked, `nosuid`, `nodev`.
+fn bind_mount(b: &BindMount, propagation: &[&'static str]) -> Value {
+    let mut options = vec!["rbind"];
+    options.extend(propagation);
+    if b.readonly {
+        options.push("ro");
+    }
+    options.extend(["nosuid", "nodev"]);
+    json!({
+        "destination": b.destination, "type": "bind",
+        "source": b.source.to_string_lossy(), "options": options,
     })
 }
 
@@ -475,6 +507,46 @@ mod tests {
         assert!(has_net(&oci_config(&s)));
         s.network = Network::Host;
         assert!(!has_net(&oci_config(&s)));
+    }
+
+    #[test]
+    fn slave_binds_are_rslave_and_come_after_binds() {
+        let mut s = ContainerSpec::new("c", "/r", vec!["true".into()]);
+        s.binds.push(BindMount {
+            source: "/run/x".into(),
+            destination: "/run/x".into(),
+            readonly: false,
+        });
+        s.slave_binds.push(BindMount {
+            source: "/var/lib/strata/instances/c/task".into(),
+            destination: "/var/task".into(),
+            readonly: true,
+        });
+        let v = oci_config(&s);
+        let mounts = v["mounts"].as_array().expect("mounts");
+        let n = mounts.len();
+        assert_eq!(mounts[n - 2]["destination"], "/run/x");
+        assert_eq!(
+            mounts[n - 2]["options"],
+            json!(["rbind", "nosuid", "nodev"])
+        );
+        assert_eq!(mounts[n - 1]["destination"], "/var/task");
+        assert_eq!(mounts[n - 1]["source"], "/var/lib/strata/instances/c/task");
+        assert_eq!(
+            mounts[n - 1]["options"],
+            json!(["rbind", "rslave", "ro", "nosuid", "nodev"])
+        );
+        s.slave_binds[0].source = "relative".into();
+        assert!(s.validate().is_err(), "slave binds need absolute paths");
+    }
+
+    #[test]
+    fn slave_binds_default_to_empty_when_absent_from_json() {
+        let s = ContainerSpec::new("c", "/r", vec!["true".into()]);
+        let mut v = serde_json::to_value(&s).expect("serializes");
+        v.as_object_mut().expect("object").remove("slave_binds");
+        let back: ContainerSpec = serde_json::from_value(v).expect("older plans still parse");
+        assert_eq!(back, s);
     }
 
     #[test]

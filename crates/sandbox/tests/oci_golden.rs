@@ -65,6 +65,7 @@ fn build_step() -> ContainerSpec {
             destination: "/etc/ssl/certs/ca-certificates.crt".into(),
             readonly: true,
         }],
+        slave_binds: vec![],
         tmpfs: vec![TmpfsMount {
             destination: "/tmp".into(),
             size_bytes: 512 << 20,
@@ -112,6 +113,7 @@ fn instance() -> ContainerSpec {
                 readonly: false,
             },
         ],
+        slave_binds: vec![],
         tmpfs: vec![TmpfsMount {
             destination: "/tmp".into(),
             size_bytes: 64 << 20,
@@ -128,6 +130,19 @@ fn instance() -> ContainerSpec {
     }
 }
 
+/// A generic warm instance: no code yet; `/var/task` is a slave of a host mount point that
+/// receives the function's code later.
+fn warm_instance() -> ContainerSpec {
+    let mut spec = instance();
+    spec.binds.retain(|b| b.destination != "/var/task");
+    spec.slave_binds.push(BindMount {
+        source: PathBuf::from("/var/lib/strata/run/strata-i-fedcba9876543210/task"),
+        destination: "/var/task".into(),
+        readonly: true,
+    });
+    spec
+}
+
 #[test]
 fn golden_build_step() {
     check_golden("build_step", &build_step());
@@ -136,6 +151,11 @@ fn golden_build_step() {
 #[test]
 fn golden_instance() {
     check_golden("instance", &instance());
+}
+
+#[test]
+fn golden_warm_instance() {
+    check_golden("warm_instance", &warm_instance());
 }
 
 #[test]
@@ -153,4 +173,8 @@ fn spec_round_trips_through_json() {
     let back: ContainerSpec = serde_json::from_str(&text).expect("parses");
     assert_eq!(back, spec);
     assert!(text.contains(r#""network":"isolated""#), "{text}");
+    let warm = warm_instance();
+    let back: ContainerSpec =
+        serde_json::from_str(&serde_json::to_string(&warm).expect("serializes")).expect("parses");
+    assert_eq!(back, warm);
 }

@@ -1,7 +1,9 @@
 //! Integration tests that mount overlays and run real containers under runc.
 //!
 //! They need root, runc (`STRATA_TEST_RUNC`, default `/usr/bin/runc`) and a Debian root
-//! filesystem tarball (`STRATA_TEST_ROOTFS_TAR`, default `/tmp/dev/bookworm-minbase.tar`);
+//! filesystem tarball (`STRATA_TEST_ROOTFS_TAR`, default
+//! `target/test-cache/bookworm-minbase.tar` of the workspace, else
+//! `/tmp/dev/bookworm-minbase.tar`);
 //! without them each test prints why it is skipped and passes. Every test checks at its end
 //! that no mount remains under its temp dir, that runc lists no container, and that no cgroup
 //! was left behind.
@@ -9,10 +11,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use strata_sandbox::mount::{mount_overlay, mount_overlay_classic, mounts_under, unmount};
+use strata_sandbox::mount::{
+    bind_into, make_shared_mountpoint, mount_overlay, mount_overlay_classic, mounts_under, unmount,
+};
 use strata_sandbox::{
-    cleanup_cgroups, debootstrap_tar, host_user_lookup, ContainerSpec, Network, Runc, SandboxError,
-    Stream,
+    cleanup_cgroups, debootstrap_tar, host_user_lookup, memory_usage, set_limits, BindMount,
+    ContainerSpec, Limits, Network, RunOutcome, Runc, SandboxError, Stream,
 };
 use strata_types::ErrorKind;
 
@@ -23,9 +27,16 @@ fn runc_binary() -> PathBuf {
 }
 
 fn rootfs_tar() -> PathBuf {
-    std::env::var_os("STRATA_TEST_ROOTFS_TAR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/tmp/dev/bookworm-minbase.tar"))
+    if let Some(tar) = std::env::var_os("STRATA_TEST_ROOTFS_TAR") {
+        return PathBuf::from(tar);
+    }
+    let cached =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-cache/bookworm-minbase.tar");
+    if cached.is_file() {
+        cached
+    } else {
+        PathBuf::from("/tmp/dev/bookworm-minbase.tar")
+    }
 }
 
 fn is_root() -> bool {
@@ -685,4 +696,343 @@ async fn root_bootstrap_from_the_debian_mirror() {
         .map(|e| e.file_name())
         .collect();
     assert_eq!(left, vec![std::ffi::OsString::from("base.tar")]);
+}
+
+/// Starts a container in the background (a task running [`Runc::run`]) and waits until runc
+/// reports it running. Returns the task and the container's init pid.
+async fn start_detached(
+    f: &Fixture,
+    spec: &ContainerSpec,
+) -> (
+    tokio::task::JoinHandle<Result<RunOutcome, SandboxError>>,
+    u32,
+) {
+    let runc = f.runc.clone();
+    let bundle = f.path("bundle");
+    let task_spec = spec.clone();
+    let task = tokio::spawn(async move {
+        let mut ignore = |_: Stream, _: String| {};
+        runc.run(
+            &bundle,
+            &task_spec,
+            Some(Duration::from_secs(60)),
+            &mut ignore,
+        )
+        .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(state) = f.runc.state(&spec.id).await.expect("runc state") {
+            if state.status == "running" {
+                return (task, state.pid.expect("a running container has a pid"));
+            }
+        }
+        assert!(!task.is_finished(), "the container ended before running");
+        assert!(
+            Instant::now() < deadline,
+            "container not running after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Deletes a background container and checks its run ended by being killed.
+async fn stop_detached(
+    f: &Fixture,
+    id: &str,
+    task: tokio::task::JoinHandle<Result<RunOutcome, SandboxError>>,
+) {
+    f.runc.delete_force(id).await.expect("runc delete");
+    let outcome = task.await.expect("run task").expect("run");
+    assert_eq!(outcome.exit_code, 128 + 9, "{outcome:?}");
+    assert_eq!(f.runc.state(id).await.expect("runc state"), None);
+}
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+#[tokio::test]
+async fn root_bind_into_propagates_read_only_to_a_slave_without_runc() {
+    skip_unless_ready!(
+        "root_bind_into_propagates_read_only_to_a_slave_without_runc",
+        false
+    );
+    let f = Fixture::new("slavebind");
+    let (shared, slave, code) = (f.path("shared"), f.path("slave"), f.path("code"));
+    for d in [&shared, &slave, &code] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    std::fs::write(code.join("handler.py"), "print('hi')\n").expect("write");
+    make_shared_mountpoint(&shared).expect("shared mount point");
+    // What runc does for an rslave bind: bind the shared mount, then make the copy a slave.
+    rustix::mount::mount_bind(&shared, &slave).expect("bind");
+    rustix::mount::mount_change(&slave, rustix::mount::MountPropagationFlags::DOWNSTREAM)
+        .expect("make slave");
+    assert!(std::fs::read_dir(&slave).expect("readdir").next().is_none());
+
+    bind_into(&code, &shared, true).expect("bind code");
+    assert_eq!(
+        std::fs::read_to_string(slave.join("handler.py")).expect("propagated"),
+        "print('hi')\n"
+    );
+    for dir in [&shared, &slave] {
+        let err = std::fs::write(dir.join("new"), "x").expect_err("read-only");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(rustix::io::Errno::ROFS.raw_os_error()),
+            "{}",
+            dir.display()
+        );
+    }
+    std::fs::write(code.join("host-side"), "x").expect("the source itself stays writable");
+    let leftovers: Vec<_> = std::fs::read_dir(f.dir.path())
+        .expect("readdir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("strata-stage"))
+        .collect();
+    assert!(leftovers.is_empty(), "staging dirs left: {leftovers:?}");
+
+    // Unmounting the code on the host unmounts its propagated copy too.
+    unmount(&shared).expect("unmount code");
+    assert!(!slave.join("handler.py").exists());
+
+    // Writable: the propagated copy is writable and writes reach the source.
+    bind_into(&code, &shared, false).expect("bind code rw");
+    std::fs::write(slave.join("from-slave"), "y").expect("writable copy");
+    assert!(code.join("from-slave").exists());
+
+    // A missing source fails without leaving a mount or a staging dir.
+    let err = bind_into(&f.path("missing"), &shared, true).expect_err("no source");
+    assert!(matches!(err, SandboxError::BindInto { .. }), "{err}");
+
+    let mut mounts = mounts_under(f.dir.path()).expect("mountinfo");
+    assert_eq!(mounts.len(), 4, "{mounts:?}");
+    mounts.sort();
+    assert_eq!(
+        mounts,
+        vec![shared.clone(), shared.clone(), slave.clone(), slave]
+    );
+    // Deepest and newest first: the code mounts go before the mounts they sit on.
+    for m in mounts_under(f.dir.path()).expect("mountinfo") {
+        unmount(&m).expect("unmount");
+    }
+    f.finish().await;
+}
+
+#[tokio::test]
+async fn root_running_container_receives_code_at_var_task() {
+    skip_unless_ready!("root_running_container_receives_code_at_var_task", true);
+    let f = Fixture::new("warm");
+    f.mount_rootfs();
+    let (task_dir, private_dir, code) = (f.path("task"), f.path("private"), f.path("code"));
+    for d in [&task_dir, &private_dir, &code] {
+        std::fs::create_dir(d).expect("mkdir");
+    }
+    std::fs::write(
+        code.join("handler.py"),
+        "def handler(e, c):\n    return 42\n",
+    )
+    .expect("write code");
+    make_shared_mountpoint(&task_dir).expect("shared mount point");
+
+    let mut spec = f.spec(&["sleep", "30"]);
+    spec.slave_binds = vec![
+        BindMount {
+            source: task_dir.clone(),
+            destination: "/var/task".into(),
+            readonly: true,
+        },
+        // Control: a slave bind of a dir that is not a shared mount point receives nothing.
+        BindMount {
+            source: private_dir.clone(),
+            destination: "/opt/private".into(),
+            readonly: true,
+        },
+    ];
+    let (task, pid) = start_detached(&f, &spec).await;
+    let exec = |args: Vec<String>| {
+        let runc = f.runc.clone();
+        let id = spec.id.clone();
+        async move { runc.exec(&id, &args).await.expect("runc exec") }
+    };
+
+    // Generic: /var/task is empty, and a slave of the host's mount.
+    assert_eq!(exec(sh("ls -A /var/task")).await, (0, String::new()));
+    let (_, mountinfo) = exec(sh("cat /proc/self/mountinfo")).await;
+    let line = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/var/task"))
+        .unwrap_or_else(|| panic!("no /var/task mount in {mountinfo}"));
+    assert!(line.contains(" master:"), "not a slave mount: {line}");
+    eprintln!("/var/task in the container: {line}");
+
+    // Specialize: mount the code on the host side.
+    bind_into(&code, &task_dir, true).expect("bind code into the running container");
+    bind_into(&code, &private_dir, true).expect("bind code onto the private dir");
+    assert_eq!(
+        exec(sh("cat /var/task/handler.py")).await,
+        (0, "def handler(e, c):\n    return 42\n".to_string())
+    );
+    let via_proc = PathBuf::from(format!("/proc/{pid}/root/var/task/handler.py"));
+    assert!(via_proc.exists(), "visible from the host via {via_proc:?}");
+    let (code_rc, out) = exec(sh("touch /var/task/new; echo rc=$?")).await;
+    assert_eq!(code_rc, 0);
+    assert!(out.contains("Read-only file system"), "{out}");
+    assert!(out.contains("rc=1"), "{out}");
+    assert!(!code.join("new").exists());
+    assert_eq!(
+        exec(sh("ls -A /opt/private")).await,
+        (0, String::new()),
+        "a dir that is not a shared mount point does not propagate"
+    );
+
+    // Exec errors are errors, not exit codes.
+    let err = f
+        .runc
+        .exec(&spec.id, &["/no/such/program".to_string()])
+        .await
+        .expect_err("no such program");
+    assert!(err.to_string().contains("/no/such/program"), "{err}");
+    assert!(f
+        .runc
+        .exec("strata-t-no-such-container", &["true".to_string()])
+        .await
+        .is_err());
+
+    // Unmounting the code on the host takes it out of the container again.
+    unmount(&task_dir).expect("unmount the code");
+    assert_eq!(exec(sh("ls -A /var/task")).await, (0, String::new()));
+
+    stop_detached(&f, &spec.id, task).await;
+    for m in mounts_under(f.dir.path()).expect("mountinfo") {
+        if m != f.path("merged") {
+            unmount(&m).expect("unmount");
+        }
+    }
+    f.finish().await;
+}
+
+/// The value of a container's cgroup file for `controller`, from v1 or v2.
+fn cgroup_file(controller: &str, cgroups_path: &str, v1: &str, v2: &str) -> String {
+    let rel = cgroups_path.trim_start_matches('/');
+    let v1_dir = Path::new("/sys/fs/cgroup").join(controller).join(rel);
+    let path = if v1_dir.is_dir() {
+        v1_dir.join(v1)
+    } else {
+        Path::new("/sys/fs/cgroup").join(rel).join(v2)
+    };
+    std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .trim()
+        .to_string()
+}
+
+fn memory_limit(cgroups_path: &str) -> u64 {
+    let text = cgroup_file(
+        "memory",
+        cgroups_path,
+        "memory.limit_in_bytes",
+        "memory.max",
+    );
+    text.parse().unwrap_or(u64::MAX)
+}
+
+#[tokio::test]
+async fn root_set_limits_resizes_a_running_container() {
+    skip_unless_ready!("root_set_limits_resizes_a_running_container", true);
+    let f = Fixture::new("resize");
+    f.mount_rootfs();
+    let mut spec = f.spec(&["sleep", "30"]);
+    spec.limits = Limits {
+        memory_bytes: Some(256 << 20),
+        cpu_millis: Some(1000),
+        pids: None,
+    };
+    let (task, _) = start_detached(&f, &spec).await;
+    let cg = spec.cgroups_path();
+    let exec = |args: Vec<String>| {
+        let runc = f.runc.clone();
+        let id = spec.id.clone();
+        async move { runc.exec(&id, &args).await.expect("runc exec") }
+    };
+    assert_eq!(memory_limit(&cg), 256 << 20);
+    let usage = memory_usage(&cg).expect("memory usage");
+    assert!(usage > 0 && usage < 256 << 20, "{usage}");
+
+    // Cut to 64 MiB, a quarter core, 8 tasks.
+    let small = Limits {
+        memory_bytes: Some(64 << 20),
+        cpu_millis: Some(250),
+        pids: Some(8),
+    };
+    set_limits(&cg, &small).expect("set_limits");
+    assert_eq!(memory_limit(&cg), 64 << 20);
+    let memsw = Path::new("/sys/fs/cgroup/memory")
+        .join(cg.trim_start_matches('/'))
+        .join("memory.memsw.limit_in_bytes");
+    if memsw.exists() {
+        let v = std::fs::read_to_string(&memsw).expect("read memsw");
+        assert_eq!(v.trim(), (64u64 << 20).to_string(), "memory+swap follows");
+    }
+    let cpu = cgroup_file("cpu", &cg, "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "25000" || cpu == "25000 100000", "{cpu}");
+    assert_eq!(cgroup_file("pids", &cg, "pids.max", "pids.max"), "8");
+
+    let (rc, out) = exec(sh("head -c 200m /dev/zero | tail")).await;
+    assert_eq!(
+        rc,
+        128 + 9,
+        "200 MB over a 64 MiB limit is OOM-killed: {out}"
+    );
+    let (rc, out) = exec(sh(
+        "i=0; while [ $i -lt 20 ]; do sleep 2 & i=$((i+1)); done; echo spawned-all",
+    ))
+    .await;
+    assert!(
+        !out.contains("spawned-all"),
+        "pids limit applies to new forks: {out}"
+    );
+    assert!(out.contains("fork"), "rc {rc}: {out}");
+
+    // Raise back: 150 MB fits again, and 20 more tasks start.
+    let large = Limits {
+        memory_bytes: Some(256 << 20),
+        cpu_millis: None,
+        pids: None,
+    };
+    set_limits(&cg, &large).expect("raise");
+    assert_eq!(memory_limit(&cg), 256 << 20);
+    let cpu = cgroup_file("cpu", &cg, "cpu.cfs_quota_us", "cpu.max");
+    assert!(cpu == "-1" || cpu == "max 100000", "{cpu}");
+    assert_eq!(cgroup_file("pids", &cg, "pids.max", "pids.max"), "max");
+    let (rc, out) = exec(sh("head -c 150m /dev/zero | tail | wc -c")).await;
+    assert_eq!((rc, out.trim()), (0, "157286400"), "fits in 256 MiB again");
+    let (rc, out) = exec(sh(
+        "i=0; while [ $i -lt 20 ]; do sleep 1 & i=$((i+1)); done; echo spawned-all",
+    ))
+    .await;
+    assert_eq!((rc, out.trim()), (0, "spawned-all"));
+
+    // Bad input is refused before anything is written.
+    let err = set_limits("/strata/../etc", &small).expect_err("dot-dot");
+    assert_eq!(err.kind(), ErrorKind::InvalidArgument);
+    let missing = format!("/{}/strata-t-none", f.cgroup_parent());
+    let err = set_limits(&missing, &small).expect_err("no such cgroup");
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(memory_usage(&missing), None);
+
+    // How long a resize takes (printed, not asserted: figures belong in benchmarks).
+    let rounds = 1000u32;
+    let started = Instant::now();
+    for i in 0..rounds {
+        let l = if i % 2 == 0 { &small } else { &large };
+        set_limits(&cg, l).expect("set_limits");
+    }
+    let per = started.elapsed() / rounds;
+    eprintln!("set_limits: {per:?} per call over {rounds} calls (alternating cut and raise)");
+
+    stop_detached(&f, &spec.id, task).await;
+    f.finish().await;
 }

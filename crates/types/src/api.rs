@@ -270,6 +270,63 @@ pub struct FunctionConfig {
     /// Give instances the host's network instead of loopback only.
     #[serde(default)]
     pub network: bool,
+    /// Scaling: warm minimum, maximum, concurrency per instance, idle timeout, queue.
+    #[serde(default)]
+    pub scaling: Scaling,
+}
+
+/// How a function scales.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Scaling {
+    /// Instances kept warm even without traffic (like provisioned concurrency).
+    pub min_instances: u32,
+    /// Most instances at once.
+    pub max_instances: u32,
+    /// Invocations one instance serves at the same time.
+    pub concurrency: u32,
+    /// Idle time after which an instance above the minimum stops; the server's default when unset.
+    pub idle_timeout_ms: Option<u64>,
+    /// Requests that may wait for capacity; more are refused with 429.
+    pub max_queue: u32,
+}
+
+impl Default for Scaling {
+    fn default() -> Scaling {
+        Scaling {
+            min_instances: 0,
+            max_instances: 10,
+            concurrency: 1,
+            idle_timeout_ms: None,
+            max_queue: 100,
+        }
+    }
+}
+
+/// A runtime's generic pool size (per version in use), set with `strata runtime pool`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Warm generic instances kept at least.
+    pub min: u32,
+    /// Most generic instances the pool grows to.
+    pub max: u32,
+}
+
+/// Changes to a function's scaling; unset fields stay.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScalingUpdate {
+    /// New warm minimum.
+    pub min_instances: Option<u32>,
+    /// New maximum.
+    pub max_instances: Option<u32>,
+    /// New concurrency per instance.
+    pub concurrency: Option<u32>,
+    /// New idle timeout.
+    pub idle_timeout_ms: Option<u64>,
+    /// New queue bound.
+    pub max_queue: Option<u32>,
 }
 
 /// `strata fn update`: only the fields that are set change; `unset_env` removes keys.
@@ -300,6 +357,9 @@ pub struct FunctionUpdate {
     /// Change network access.
     #[serde(default)]
     pub network: Option<bool>,
+    /// Change scaling.
+    #[serde(default)]
+    pub scaling: ScalingUpdate,
 }
 
 /// The `spec` part of `POST /v1/functions`.
@@ -335,6 +395,8 @@ pub struct FunctionInfo {
     pub volumes: Vec<VolumeMount>,
     /// Host network access.
     pub network: bool,
+    /// Scaling.
+    pub scaling: Scaling,
     /// Content digest of the code.
     pub code_digest: Digest,
     /// Unpacked code size.
@@ -362,6 +424,18 @@ pub struct FunctionStats {
     pub p50_ms: f64,
     /// 99th percentile of recent invocations, milliseconds.
     pub p99_ms: f64,
+    /// Cold starts served by a generic pool instance.
+    pub pool_hits: u64,
+    /// Cold starts that had to start an instance from nothing.
+    pub pool_misses: u64,
+    /// Mean time waiting for capacity, milliseconds.
+    pub mean_queue_ms: f64,
+    /// Mean time specializing a pool instance (cold starts that hit the pool), milliseconds.
+    pub mean_specialize_ms: f64,
+    /// Mean time starting an instance until the handler was loaded (pool misses), milliseconds.
+    pub mean_init_ms: f64,
+    /// Mean time running the handler (event sent → result), milliseconds.
+    pub mean_run_ms: f64,
 }
 
 /// A named volume.

@@ -11,6 +11,13 @@
 // FILE.cjs, in that order; .mjs (and .js under a package.json with "type": "module") load as ES
 // modules, the rest through require().
 //
+// Deferred start (generic instances kept warm before any function needs them): with
+// STRATA_SPECIALIZE=1 in the environment, it loads everything it needs, then asks the agent
+// `GET /2018-06-01/strata/specialization`, which answers once the instance is given a function:
+// {"function": ..., "handler": ..., "env": {...}}. The environment is applied to process.env, the
+// working directory becomes $LAMBDA_TASK_ROOT (default /var/task), the handler is resolved from
+// there, and it goes on exactly as a direct start with that handler.
+//
 // Uses only Node.js 18 built-ins; no dependencies.
 
 import http from 'node:http';
@@ -20,6 +27,8 @@ import { pathToFileURL } from 'node:url';
 import { createRequire } from 'node:module';
 
 const API = '/2018-06-01/runtime';
+const SPECIALIZATION = '/2018-06-01/strata/specialization';
+const DEFAULT_TASK_ROOT = '/var/task';
 const ERROR_CONTENT_TYPE = 'application/vnd.aws.lambda.error+json';
 
 class Fault extends Error {
@@ -357,12 +366,44 @@ process.on('beforeExit', () => {
   if (current) current.settle({ ok: true, value: null });
 });
 
+// Deferred start: wait for the function, apply its environment, move to its code. Returns the
+// handler spec.
+async function specialize() {
+  const res = await request('GET', SPECIALIZATION);
+  let answer;
+  try {
+    answer = res.status === 200 ? JSON.parse(res.body.toString('utf8')) : undefined;
+  } catch {
+    answer = undefined;
+  }
+  if (answer === null || typeof answer !== 'object') {
+    logError(`GET ${SPECIALIZATION} returned ${res.status}: ${res.body.toString('utf8')}`);
+    process.exit(1);
+  }
+  for (const [key, value] of Object.entries(answer.env || {})) process.env[key] = String(value);
+  delete process.env.STRATA_SPECIALIZE;
+  const taskRoot = process.env.LAMBDA_TASK_ROOT || DEFAULT_TASK_ROOT;
+  try {
+    process.chdir(taskRoot);
+  } catch (err) {
+    logError(`cannot enter the task root ${taskRoot}: ${err.message}`);
+  }
+  return answer.handler || process.env._HANDLER || '';
+}
+
 async function main() {
-  const spec = process.argv.length > 2 ? process.argv[process.argv.length - 1] : process.env._HANDLER || '';
-  const taskRoot = process.env.LAMBDA_TASK_ROOT || process.cwd();
   if (!address) {
     logError('AWS_LAMBDA_RUNTIME_API is not set');
     process.exit(1);
+  }
+  let spec;
+  let taskRoot;
+  if (process.env.STRATA_SPECIALIZE === '1') {
+    spec = await specialize();
+    taskRoot = process.env.LAMBDA_TASK_ROOT || DEFAULT_TASK_ROOT;
+  } else {
+    spec = process.argv.length > 2 ? process.argv[process.argv.length - 1] : process.env._HANDLER || '';
+    taskRoot = process.env.LAMBDA_TASK_ROOT || process.cwd();
   }
 
   let handler;

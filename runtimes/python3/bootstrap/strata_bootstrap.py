@@ -9,6 +9,13 @@ Started as `python3 -u strata_bootstrap.py HANDLER`; the handler (`module.func`,
 `pkg.mod.func` or `dir/mod.func`) is the last argument, else `$_HANDLER`. The code lives in
 `$LAMBDA_TASK_ROOT` (default: the working directory), which goes first on `sys.path`.
 
+Deferred start (generic instances kept warm before any function needs them): with
+`STRATA_SPECIALIZE=1` in the environment, it imports everything it needs, then asks the agent
+`GET /2018-06-01/strata/specialization`, which answers once the instance is given a function:
+`{"function": …, "handler": …, "env": {…}}`. The environment is applied, the working directory
+becomes `$LAMBDA_TASK_ROOT` (default /var/task), and it goes on exactly as a direct start with
+that handler.
+
 Standard library only, and only the modules it needs, so that start-up stays short.
 """
 
@@ -20,6 +27,8 @@ import sys
 import time
 
 API = "/2018-06-01/runtime"
+SPECIALIZATION = "/2018-06-01/strata/specialization"
+DEFAULT_TASK_ROOT = "/var/task"
 ERROR_CONTENT_TYPE = "application/vnd.aws.lambda.error+json"
 _THIS_FILE = os.path.abspath(__file__)
 
@@ -57,6 +66,22 @@ class RuntimeClient:
                 if attempt:
                     raise
         raise AssertionError("unreachable")
+
+    def specialization(self):
+        """Blocks until the instance is specialized; returns the decoded answer."""
+        status, _, body = self._request("GET", SPECIALIZATION)
+        if status != 200:
+            raise Fault(
+                "Runtime.ApiError",
+                "GET %s returned %d: %s" % (SPECIALIZATION, status, body.decode("utf-8", "replace")),
+            )
+        try:
+            spec = json.loads(body)
+        except ValueError:
+            spec = None
+        if not isinstance(spec, dict):
+            raise Fault("Runtime.ApiError", "GET %s returned %r" % (SPECIALIZATION, spec))
+        return spec
 
     def next(self):
         status, headers, body = self._request("GET", API + "/invocation/next")
@@ -346,6 +371,26 @@ def _flush_std():
             pass
 
 
+def specialize(client):
+    """Deferred start: wait for the function, apply its environment, move to its code. Returns
+    the handler spec."""
+    # Warm up what is otherwise imported lazily; time spent here is before the function exists.
+    import traceback  # noqa: F401
+
+    spec = client.specialization()
+    env = spec.get("env") or {}
+    os.environ.update({str(k): str(v) for k, v in env.items()})
+    os.environ.pop("STRATA_SPECIALIZE", None)
+    task_root = os.environ.get("LAMBDA_TASK_ROOT") or DEFAULT_TASK_ROOT
+    try:
+        os.chdir(task_root)
+    except OSError as e:
+        log("[ERROR] cannot enter the task root %s: %s" % (task_root, e))
+    # The code appeared after the interpreter started: forget any directory listing cached since.
+    importlib.invalidate_caches()
+    return spec.get("handler") or os.environ.get("_HANDLER", "")
+
+
 def main():
     for stream in (sys.stdout, sys.stderr):
         try:
@@ -353,17 +398,25 @@ def main():
         except (AttributeError, ValueError):
             pass
 
-    handler_spec = sys.argv[-1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
-    task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
-    here = os.path.dirname(_THIS_FILE)
-    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
-    sys.path.insert(0, task_root)
-
     address = os.environ.get("AWS_LAMBDA_RUNTIME_API")
     if not address:
         log("[ERROR] AWS_LAMBDA_RUNTIME_API is not set")
         return 1
     client = RuntimeClient(address)
+
+    if os.environ.get("STRATA_SPECIALIZE") == "1":
+        try:
+            handler_spec = specialize(client)
+        except Fault as fault:
+            log("[ERROR] %s" % fault.message)
+            return 1
+        task_root = os.environ.get("LAMBDA_TASK_ROOT") or DEFAULT_TASK_ROOT
+    else:
+        handler_spec = sys.argv[-1] if len(sys.argv) > 1 else os.environ.get("_HANDLER", "")
+        task_root = os.environ.get("LAMBDA_TASK_ROOT") or os.getcwd()
+    here = os.path.dirname(_THIS_FILE)
+    sys.path[:] = [p for p in sys.path if p and os.path.abspath(p) != here]
+    sys.path.insert(0, task_root)
 
     try:
         handler = load_handler(handler_spec, task_root)

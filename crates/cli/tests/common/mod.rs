@@ -272,7 +272,12 @@ impl Server {
         let abs = std::path::absolute(self.data.path()).expect("absolute");
         let tag = hex::encode(&sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())[..6]);
         let mut left = Vec::new();
-        for root in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu", "/sys/fs/cgroup"] {
+        for root in [
+            "/sys/fs/cgroup/memory",
+            "/sys/fs/cgroup/pids",
+            "/sys/fs/cgroup/cpu",
+            "/sys/fs/cgroup",
+        ] {
             let dir = Path::new(root).join("strata").join(&tag);
             if let Ok(entries) = std::fs::read_dir(&dir) {
                 for e in entries.flatten() {
@@ -288,8 +293,21 @@ impl Server {
     /// Asserts that nothing of a container, build or instance is left behind: no mount under the
     /// data directory, no scratch files, no cgroup.
     pub fn assert_clean(&self) {
+        // Stopping instances is asynchronous (pools follow function removals within a tick).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline
+            && !(self.mounts().is_empty()
+                && self.scratch_entries().is_empty()
+                && self.cgroups().is_empty())
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         assert_eq!(self.mounts(), Vec::<String>::new(), "mounts left behind");
-        assert_eq!(self.scratch_entries(), Vec::<String>::new(), "scratch files left behind");
+        assert_eq!(
+            self.scratch_entries(),
+            Vec::<String>::new(),
+            "scratch files left behind"
+        );
         assert_eq!(self.cgroups(), Vec::<String>::new(), "cgroups left behind");
     }
 
