@@ -67,10 +67,22 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("listening on {}", opts.listen))?;
     tracing::info!(listen = %opts.listen, data = %opts.data_dir.display(), "strata server ready");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&stopping);
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        notify.notify_waiters();
+    });
+    // In-flight requests get a grace period; long streams (log follows) are then cut.
+    let grace = async {
+        stopping.notified().await;
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+    };
+    tokio::select! {
+        r = server => r.context("serving HTTP")?,
+        _ = grace => tracing::warn!("requests still open after the grace period; stopping anyway"),
+    }
+    platform.stop_instances().await;
     tracing::info!("strata server stopped");
     Ok(())
 }

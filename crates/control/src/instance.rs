@@ -349,6 +349,9 @@ impl Platform {
         let init = self.init_binary.as_ref().ok_or_else(|| {
             ControlError::Internal("strata-init is not installed (set STRATA_INIT)".into())
         })?;
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return Err(ControlError::Internal("the server is stopping".into()));
+        }
         let entrypoint = rt.config.entrypoint.clone().unwrap_or_default();
         if entrypoint.is_empty() {
             return Err(ControlError::Invalid(format!(

@@ -466,7 +466,7 @@ impl Platform {
                         set.queued += 1;
                         queued = true;
                         notify = Arc::clone(&set.notify);
-                        self.spawn_provision(f.clone(), rt.clone(), resources.clone());
+                        self.spawn_provision(f.clone(), rt.clone(), resources.clone(), true);
                     }
                     Admission::Queue => {
                         set.queued += 1;
@@ -642,6 +642,7 @@ impl Platform {
         f: FunctionRecord,
         rt: RuntimeRecord,
         resources: Resources,
+        for_waiting: bool,
     ) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
@@ -653,7 +654,11 @@ impl Platform {
                 let set = fns.entry(f.name.clone()).or_default();
                 set.starting = set.starting.saturating_sub(1);
                 if let Ok((inst, start)) = &result {
-                    *inst.fresh.lock().unwrap_or_else(|e| e.into_inner()) = Some((*start, elapsed));
+                    // Only an invocation that waited for this instance had a cold start.
+                    if for_waiting {
+                        *inst.fresh.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((*start, elapsed));
+                    }
                     set.instances.push(Arc::clone(inst));
                 }
                 Arc::clone(&set.notify)
@@ -871,6 +876,9 @@ impl Platform {
 
     /// One round of pool and scaling decisions.
     async fn tick(self: &Arc<Self>) {
+        if self.shutting_down.load(Ordering::SeqCst) {
+            return;
+        }
         self.tick_pools().await;
         self.tick_functions().await;
     }
@@ -1043,13 +1051,14 @@ impl Platform {
                 i.destroy().await;
             }
             for _ in 0..starts {
-                self.spawn_provision(f.clone(), rt.clone(), resources.clone());
+                self.spawn_provision(f.clone(), rt.clone(), resources.clone(), false);
             }
         }
     }
 
     /// Stops every instance and removes this server's (now empty) cgroup parent (on shutdown).
     pub async fn stop_instances(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
         self.instances.stop_all().await;
         if let Some((parent, tag)) = self.settings.cgroup_parent.rsplit_once('/') {
             if let Err(e) = strata_sandbox::cleanup_cgroups(parent, tag) {

@@ -180,6 +180,8 @@ pub struct Platform {
     logs: logs::Logs,
     /// The agent binary inside the data directory (hard-linked into instances).
     init_binary: Option<PathBuf>,
+    /// Set once the server is stopping: no instance starts any more.
+    shutting_down: std::sync::atomic::AtomicBool,
     /// Wakes the pool loop when a pool instance was taken.
     pool_changed: Arc<tokio::sync::Notify>,
     /// The last provisioning failure per function, for the invocations waiting on it.
@@ -217,6 +219,7 @@ impl Platform {
             instances: instances::Instances::new(),
             logs,
             init_binary,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             pool_changed: Arc::new(tokio::sync::Notify::new()),
             provision_errors: Default::default(),
         }))

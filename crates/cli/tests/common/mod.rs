@@ -158,6 +158,11 @@ impl Server {
         self.spawn();
     }
 
+    /// Stops the server gracefully and waits for it.
+    pub fn stop_now(&mut self) {
+        self.stop();
+    }
+
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("kill")
