@@ -31,6 +31,8 @@ pub struct ServerOptions {
     pub idle_timeout: std::time::Duration,
     /// Most function instances at once.
     pub max_instances: usize,
+    /// Node memory budget in bytes (the platform default when unset).
+    pub memory_budget: Option<u64>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -44,6 +46,9 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     }
     settings.idle_timeout = opts.idle_timeout;
     settings.max_instances = opts.max_instances.max(1);
+    if let Some(b) = opts.memory_budget {
+        settings.memory_budget = b;
+    }
     std::fs::create_dir_all(&settings.runc_state).with_context(|| {
         format!(
             "creating runc state directory {}",

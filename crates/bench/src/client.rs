@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use reqwest::blocking::multipart::{Form, Part};
 use reqwest::blocking::{Client, Response};
-use strata_types::api::{CreateFunctionSpec, ErrorBody};
+use strata_types::api::{CreateFunctionSpec, ErrorBody, FunctionInfo, PoolSettings};
 
 /// A Strata server, reached over HTTP with an API token.
 pub struct Strata {
@@ -38,6 +38,11 @@ impl Strata {
             base: base.trim_end_matches('/').to_string(),
             token: token.to_string(),
         })
+    }
+
+    /// Another client of the same server with its own connection pool, for a thread of its own.
+    pub fn fresh(&self) -> anyhow::Result<Strata> {
+        Strata::new(&self.base, &self.token)
     }
 
     fn url(&self, path: &str) -> String {
@@ -104,6 +109,48 @@ impl Strata {
             );
         }
         Ok(Invocation { cold, body })
+    }
+
+    /// `GET /v1/functions/{name}`: the function as the API describes it, with its statistics.
+    pub fn describe_function(&self, name: &str) -> anyhow::Result<FunctionInfo> {
+        let resp = self
+            .http
+            .get(self.url(&format!("/v1/functions/{name}")))
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| format!("describing function {name}"))?;
+        let resp = ok(resp, &format!("describing function {name}"))?;
+        resp.json()
+            .with_context(|| format!("reading the description of function {name}"))
+    }
+
+    /// `PUT /v1/runtimes/{runtime}/pool`: sets the runtime's generic pool bounds.
+    pub fn set_pool(&self, runtime: &str, min: u32, max: u32) -> anyhow::Result<()> {
+        let what = format!("setting the pool of runtime {runtime} to min {min} max {max}");
+        let resp = self
+            .http
+            .put(self.url(&format!("/v1/runtimes/{runtime}/pool")))
+            .bearer_auth(&self.token)
+            .json(&PoolSettings { min, max })
+            .send()
+            .with_context(|| what.clone())?;
+        ok(resp, &what)?
+            .bytes()
+            .context("reading the pool answer")?;
+        Ok(())
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub fn metrics(&self) -> anyhow::Result<String> {
+        let resp = self
+            .http
+            .get(self.url("/metrics"))
+            .bearer_auth(&self.token)
+            .send()
+            .context("reading /metrics")?;
+        ok(resp, "GET /metrics")?
+            .text()
+            .context("reading the /metrics text")
     }
 
     /// `DELETE /v1/functions/{name}`.

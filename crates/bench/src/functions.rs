@@ -13,7 +13,7 @@ use strata_types::api::{CreateFunctionSpec, FunctionConfig};
 use crate::client::Strata;
 
 /// The event every invocation sends, and the result the hello handlers answer it with.
-const EVENT: &[u8] = br#"{"name":"bench"}"#;
+pub(crate) const EVENT: &[u8] = br#"{"name":"bench"}"#;
 
 /// A language the benchmark deploys a hello function in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -235,12 +235,12 @@ fn measure_inner(
 }
 
 /// Milliseconds since `t`.
-fn ms(t: Instant) -> f64 {
+pub(crate) fn ms(t: Instant) -> f64 {
     t.elapsed().as_secs_f64() * 1000.0
 }
 
 /// The hello handlers answer `{"name": "bench"}` with `{"hello": "bench"}`.
-fn check_result(function: &str, body: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn check_result(function: &str, body: &[u8]) -> anyhow::Result<()> {
     let v: serde_json::Value = serde_json::from_slice(body).with_context(|| {
         format!(
             "function {function} answered with non-JSON: {}",

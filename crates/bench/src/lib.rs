@@ -1,12 +1,19 @@
-//! Strata's functions benchmark: deploy latency, cold and warm invocation latency, and the HTTP
-//! floor they stand on, measured against a running server through its public `/v1` API.
+//! Strata's benchmark, measured against a running server through its public `/v1` API and its
+//! `/metrics`. Two scenarios: **functions** — deploy latency, cold and warm invocation latency,
+//! and the HTTP floor they stand on; **pools** — cold starts with the runtime's generic pool warm
+//! and with nothing warm, warm throughput of a function held at several instances, and a burst of
+//! new functions invoked at once.
 //!
 //! It owns the measurement and the report only. It never touches the server's data directory,
 //! never starts or stops the server, and leaves behind nothing it created: every function it
-//! deploys is removed before it returns, whether the measurement succeeded or not.
+//! deploys is removed before it returns, whether the measurement succeeded or not, and the pools
+//! scenario leaves the runtime's pool at its default bounds.
 
 pub mod client;
 pub mod functions;
 pub mod machine;
+pub mod pools;
+pub mod pools_report;
+pub mod prom;
 pub mod report;
 pub mod stats;

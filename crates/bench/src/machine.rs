@@ -53,6 +53,40 @@ impl Machine {
     }
 }
 
+/// The load averages of /proc/loadavg at one moment: other work on the machine competes with the
+/// server, its instances and the benchmark's own clients for the same CPUs.
+#[derive(Debug, Clone, Serialize)]
+pub struct Load {
+    /// What the benchmark was about to do, e.g. `start` or `burst`.
+    pub at: String,
+    /// 1-minute load average.
+    pub one: f64,
+    /// 5-minute load average.
+    pub five: f64,
+    /// 15-minute load average.
+    pub fifteen: f64,
+}
+
+impl Load {
+    /// Reads /proc/loadavg now; zeros when it cannot be read.
+    pub fn read(at: &str) -> Load {
+        let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        Load::parse(at, &text)
+    }
+
+    fn parse(at: &str, text: &str) -> Load {
+        let mut v = text
+            .split_whitespace()
+            .map(|x| x.parse::<f64>().unwrap_or(0.0));
+        Load {
+            at: at.to_string(),
+            one: v.next().unwrap_or(0.0),
+            five: v.next().unwrap_or(0.0),
+            fifteen: v.next().unwrap_or(0.0),
+        }
+    }
+}
+
 /// The current time as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn utc_now() -> String {
     let secs = std::time::SystemTime::now()
@@ -93,6 +127,14 @@ mod tests {
         assert_eq!(utc(0), "1970-01-01 00:00:00 UTC");
         assert_eq!(utc(951_782_400), "2000-02-29 00:00:00 UTC");
         assert_eq!(utc(1_735_689_599), "2024-12-31 23:59:59 UTC");
+    }
+
+    #[test]
+    fn reads_load_averages() {
+        let l = Load::parse("start", "2.31 2.67 2.71 3/412 9999\n");
+        assert_eq!((l.one, l.five, l.fifteen), (2.31, 2.67, 2.71));
+        assert_eq!(l.at, "start");
+        assert_eq!(Load::parse("x", "").one, 0.0);
     }
 
     #[test]

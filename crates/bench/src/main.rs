@@ -1,18 +1,33 @@
-//! `strata-bench`: measures deploy, cold and warm invocation latency of hello functions against a
-//! running Strata server, prints a table with the targets next to the figures, and optionally
-//! writes the raw figures as JSON.
+//! `strata-bench`: measures a running Strata server and prints a table with the targets next to
+//! the figures, optionally writing the raw figures as JSON. Scenarios: `functions` (deploy, cold
+//! and warm invocation latency of hello functions), `pools` (cold starts with the generic pool
+//! warm and with nothing warm, warm throughput at 8 instances, a burst of new functions), `all`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
 use strata_bench::client::Strata;
 use strata_bench::functions::{self, Lang, Plan};
 use strata_bench::machine::{utc_now, Machine};
+use strata_bench::pools::{self, PoolsPlan};
+use strata_bench::pools_report::PoolsReport;
 use strata_bench::report::{LangReport, Report};
 
-/// Strata's functions benchmark.
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Scenario {
+    /// Deploy, cold and warm invocation latency per language.
+    Functions,
+    /// Generic pools: cold starts with the pool warm and with nothing warm, warm throughput, burst.
+    Pools,
+    /// Both, functions first.
+    All,
+}
+
+/// Strata's benchmark.
 #[derive(Parser, Debug)]
 #[command(name = "strata-bench", version)]
 struct Args {
@@ -22,18 +37,39 @@ struct Args {
     /// API token.
     #[arg(long, env = "STRATA_TOKEN", hide_env_values = true)]
     token: String,
-    /// Fresh functions deployed and cold-invoked per language.
+    /// Scenario to run.
+    #[arg(long, value_enum, default_value_t = Scenario::All)]
+    scenario: Scenario,
+    /// functions: fresh functions deployed and cold-invoked per language.
     #[arg(long, default_value_t = 30)]
     functions: usize,
-    /// Timed sequential warm invocations (and health checks) per language.
+    /// functions: timed sequential warm invocations (and health checks) per language.
     #[arg(long, default_value_t = 1000)]
     warm: usize,
-    /// Untimed requests before the warm loops.
+    /// functions: untimed requests before the warm loops.
     #[arg(long, default_value_t = 20)]
     warmup: usize,
-    /// Languages, comma-separated: python, node.
+    /// functions: languages, comma-separated: python, node.
     #[arg(long, value_delimiter = ',', default_value = "python,node")]
     lang: Vec<Lang>,
+    /// pools: fresh functions cold-invoked with the pool warm, and again with nothing warm.
+    #[arg(long, default_value_t = 40)]
+    cold_functions: usize,
+    /// pools: concurrent keep-alive clients of the warm throughput loop.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// pools: timed seconds of the warm throughput loop (and of its health baseline).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// pools: untimed seconds before each throughput loop.
+    #[arg(long, default_value_t = 1.0)]
+    warmup_secs: f64,
+    /// pools: instances the throughput function is held at (min = max instances).
+    #[arg(long, default_value_t = 8)]
+    warm_instances: u32,
+    /// pools: new functions invoked for the first time at once.
+    #[arg(long, default_value_t = 50)]
+    burst: usize,
     /// Write the raw figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -49,34 +85,80 @@ fn main() -> ExitCode {
     }
 }
 
+/// The JSON written with `--json`: the one scenario's report, or both under their names.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Output {
+    Functions(Report),
+    Pools(Box<PoolsReport>),
+    All {
+        functions: Report,
+        pools: Box<PoolsReport>,
+    },
+}
+
 fn run(a: Args) -> anyhow::Result<()> {
-    if a.functions == 0 || a.warm == 0 {
-        anyhow::bail!("--functions and --warm must be at least 1");
-    }
     let strata = Strata::new(&a.server, &a.token)?;
     strata.health()?;
-    let plan = Plan {
-        functions: a.functions,
-        warm: a.warm,
-        warmup: a.warmup,
-    };
     let run_id = format!("{}", std::process::id());
-    let mut languages = Vec::new();
-    for lang in a.lang {
-        eprintln!("==> {} ({})", lang.runtime(), lang.handler());
-        let samples = functions::measure(&strata, lang, plan, &run_id)?;
-        languages.push(LangReport::new(samples)?);
+    let want_functions = matches!(a.scenario, Scenario::Functions | Scenario::All);
+    let want_pools = matches!(a.scenario, Scenario::Pools | Scenario::All);
+
+    let mut functions_report = None;
+    if want_functions {
+        if a.functions == 0 || a.warm == 0 {
+            anyhow::bail!("--functions and --warm must be at least 1");
+        }
+        let plan = Plan {
+            functions: a.functions,
+            warm: a.warm,
+            warmup: a.warmup,
+        };
+        let mut languages = Vec::new();
+        for lang in a.lang.iter().copied() {
+            eprintln!("==> {} ({})", lang.runtime(), lang.handler());
+            let samples = functions::measure(&strata, lang, plan, &run_id)?;
+            languages.push(LangReport::new(samples)?);
+        }
+        let report = Report {
+            date: utc_now(),
+            server: a.server.clone(),
+            machine: Machine::read(),
+            plan,
+            languages,
+        };
+        print!("{}", report.render());
+        functions_report = Some(report);
     }
-    let report = Report {
-        date: utc_now(),
-        server: a.server,
-        machine: Machine::read(),
-        plan,
-        languages,
-    };
-    print!("{}", report.render());
+
+    let mut pools_report = None;
+    if want_pools {
+        let plan = PoolsPlan {
+            functions: a.cold_functions,
+            clients: a.clients,
+            warmup_s: a.warmup_secs,
+            duration_s: a.duration,
+            warm_instances: a.warm_instances,
+            burst: a.burst,
+        };
+        let date = utc_now();
+        let samples = pools::measure(&strata, plan, &run_id)?;
+        let report = PoolsReport::new(date, a.server.clone(), Machine::read(), plan, samples);
+        if functions_report.is_some() {
+            println!();
+        }
+        print!("{}", report.render());
+        pools_report = Some(Box::new(report));
+    }
+
     if let Some(path) = a.json {
-        let text = serde_json::to_string_pretty(&report)?;
+        let out = match (functions_report, pools_report) {
+            (Some(functions), Some(pools)) => Output::All { functions, pools },
+            (Some(f), None) => Output::Functions(f),
+            (None, Some(p)) => Output::Pools(p),
+            (None, None) => anyhow::bail!("no scenario ran"),
+        };
+        let text = serde_json::to_string_pretty(&out)?;
         std::fs::write(&path, text + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
         eprintln!("==> raw figures written to {}", path.display());

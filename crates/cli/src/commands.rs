@@ -41,6 +41,9 @@ pub struct ServerArgs {
     /// Most function instances running at once.
     #[arg(long, env = "STRATA_MAX_INSTANCES", default_value_t = 64)]
     pub max_instances: usize,
+    /// Most memory all instances together may be limited to, e.g. 16Gi (default: 80% of RAM).
+    #[arg(long, env = "STRATA_MEMORY_BUDGET")]
+    pub memory_budget: Option<String>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
@@ -205,6 +208,11 @@ fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         max_upload,
         idle_timeout: std::time::Duration::from_millis(parse_duration(&args.idle_timeout)?),
         max_instances: args.max_instances,
+        memory_budget: args
+            .memory_budget
+            .as_deref()
+            .map(parse_memory)
+            .transpose()?,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

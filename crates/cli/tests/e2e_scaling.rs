@@ -397,3 +397,69 @@ fn root_server_restart_leaves_no_leaked_container_mount_or_cgroup() {
         "processes of the stopped server"
     );
 }
+
+#[test]
+fn root_concurrency_lets_one_instance_serve_several_invocations() {
+    require_root!();
+    let s = server(&[]);
+    let dir = s.write("app/app.py", APP);
+    let dir = path_str(dir.parent().expect("dir")).to_string();
+    s.ok(&[
+        "fn",
+        "create",
+        "wide",
+        "--runtime",
+        "python3",
+        "--code",
+        &dir,
+        "--handler",
+        "app.handler",
+        "--max-instances",
+        "1",
+        "--concurrency",
+        "3",
+    ]);
+    assert_eq!(invoke(&s, "wide", "{}").0, 200, "warm it up");
+    let (url, token) = (s.url.clone(), s.token());
+    let t = Instant::now();
+    let handles: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, token) = (url.clone(), token.clone());
+            std::thread::spawn(move || {
+                let resp = reqwest::blocking::Client::new()
+                    .post(format!("{url}/v1/functions/wide/invoke"))
+                    .bearer_auth(token)
+                    .body(r#"{"sleep": 1}"#)
+                    .send()
+                    .expect("invoke");
+                (resp.status().as_u16(), resp.text().unwrap_or_default())
+            })
+        })
+        .collect();
+    let results: Vec<(u16, String)> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let elapsed = t.elapsed();
+    assert!(results.iter().all(|(st, _)| *st == 200), "{results:?}");
+    let pids: std::collections::HashSet<String> = results
+        .iter()
+        .filter_map(|(_, b)| {
+            serde_json::from_str::<serde_json::Value>(b)
+                .ok()
+                .map(|v| v["pid"].to_string())
+        })
+        .collect();
+    assert_eq!(
+        pids.len(),
+        3,
+        "three bootstrap workers served them: {results:?}"
+    );
+    assert!(
+        elapsed < Duration::from_millis(2500),
+        "served side by side, not one after another: {elapsed:?}"
+    );
+    assert_eq!(s.json(&["fn", "describe", "wide"])["stats"]["instances"], 1);
+    s.ok(&["fn", "rm", "wide"]);
+    s.assert_clean();
+}

@@ -194,6 +194,21 @@ impl Instances {
         fns + pools
     }
 
+    /// Instances alive or starting, all functions and pools.
+    fn count(&self) -> usize {
+        let f: usize = self
+            .fns()
+            .values()
+            .map(|s| s.instances.len() + s.starting as usize)
+            .sum();
+        let p: usize = self
+            .pools()
+            .values()
+            .map(|p| p.ready.len() + p.state.starting as usize)
+            .sum();
+        f + p
+    }
+
     fn view(&self, set: &FnSet, function: &str, revision: u32, runtime: &RuntimeKey) -> FnState {
         let now = self.now();
         FnState {
@@ -440,7 +455,7 @@ impl Platform {
         let inst = loop {
             let notify;
             {
-                let committed = self.instances.committed_memory();
+                let free = self.node_free();
                 let mut fns = self.instances.fns();
                 let set = fns.entry(name.to_string()).or_default();
                 set.scale = scale.clone();
@@ -451,7 +466,7 @@ impl Platform {
                 let view = self.instances.view(set, name, f.revision, &runtime);
                 let room = MemoryRoom {
                     instance_bytes: memory,
-                    node_free_bytes: self.settings.memory_budget.saturating_sub(committed),
+                    node_free_bytes: free,
                 };
                 match policy::admit(&scale, &view, room) {
                     Admission::Dispatch { instance } => {
@@ -737,6 +752,17 @@ impl Platform {
         Ok((inst, Start::PoolMiss))
     }
 
+    /// Memory the node budget still has for new instances; none once `max_instances` instances
+    /// are alive or starting.
+    fn node_free(&self) -> u64 {
+        if self.instances.count() >= self.settings.max_instances {
+            return 0;
+        }
+        self.settings
+            .memory_budget
+            .saturating_sub(self.instances.committed_memory())
+    }
+
     /// Re-reads the pool size of a runtime's pools at the next round.
     pub(crate) fn reset_pools(&self, runtime: &str) {
         let mut pools = self.instances.pools();
@@ -901,7 +927,7 @@ impl Platform {
             }
         }
         let now = self.instances.now();
-        let committed = self.instances.committed_memory();
+        let free = self.node_free();
         let mut starts: Vec<(RuntimeRecord, u32)> = Vec::new();
         let mut stops: Vec<Arc<Instance>> = Vec::new();
         {
@@ -925,7 +951,7 @@ impl Platform {
                 pool.state.ready = pool.ready.len() as u32;
                 let room = MemoryRoom {
                     instance_bytes: pool.memory,
-                    node_free_bytes: self.settings.memory_budget.saturating_sub(committed),
+                    node_free_bytes: free,
                 };
                 for action in policy::plan_pool(&pool.cfg, &mut pool.state, room, now) {
                     match action {
@@ -1015,10 +1041,10 @@ impl Platform {
             };
             let runtime: RuntimeKey = (rt.name.clone(), rt.version);
             let scale = scale_config(&f, self.settings.idle_timeout);
-            let committed = self.instances.committed_memory();
+            let free = self.node_free();
             let room = MemoryRoom {
                 instance_bytes: resources.memory_bytes.unwrap_or(256 << 20),
-                node_free_bytes: self.settings.memory_budget.saturating_sub(committed),
+                node_free_bytes: free,
             };
             let (stops, starts) = {
                 let mut fns = self.instances.fns();
