@@ -335,6 +335,10 @@ fn root_runtime_version_roll_fails_no_invocation() {
         s.json(&["fn", "describe", "follower"])["runtime_resolved"],
         "rolling@2"
     );
+    // The version a function runs on cannot be removed; the one it left can.
+    let err = s.fails(&["runtime", "rm", "rolling@2"]);
+    assert!(err.contains("in use") && err.contains("follower"), "{err}");
+    s.ok(&["runtime", "rm", "rolling@1"]);
     s.ok(&["fn", "rm", "follower"]);
     s.assert_clean();
 }

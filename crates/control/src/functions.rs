@@ -163,6 +163,7 @@ impl Platform {
         self.check_config(&config)?;
         let code = self.store_code(code_archive).await?;
         self.meta.insert_function(name, &config, &code.digest)?;
+        self.forget_resolutions();
         tracing::info!(function = name, revision = 1, code = %code.digest, "function created");
         self.function(name)
     }
@@ -190,6 +191,7 @@ impl Platform {
                     what: "function",
                     name: name.into(),
                 })?;
+            self.forget_resolutions();
             tracing::info!(function = name, revision = rev, "function updated");
             self.instances.retire_function(name, Some(rev)).await;
             self.collect_code();
@@ -210,6 +212,12 @@ impl Platform {
     pub fn function(&self, name: &str) -> Result<FunctionInfo, ControlError> {
         let rec = self.function_record(name)?;
         self.function_info(rec)
+    }
+
+    /// Whether a function's HTTP trigger answers without the bearer token. An unknown function
+    /// (or a metadata error) counts as private, so the trigger does not tell which names exist.
+    pub fn function_is_public(&self, name: &str) -> bool {
+        matches!(self.meta.function(name), Ok(Some(f)) if f.config.public)
     }
 
     /// Every function.
@@ -248,6 +256,7 @@ impl Platform {
             secret_env: f.config.secret_env.keys().cloned().collect(),
             volumes: f.config.volumes.clone(),
             network: f.config.network,
+            public: f.config.public,
             scaling: f.config.scaling.clone(),
             code_digest: f.code.digest,
             code_size_bytes: f.code.size_bytes,
@@ -261,6 +270,7 @@ impl Platform {
         self.function_record(name)?;
         self.instances.retire_function(name, None).await;
         self.meta.delete_function(name)?;
+        self.forget_resolutions();
         self.logs.remove(name);
         self.collect_code();
         tracing::info!(function = name, "function removed");
@@ -389,6 +399,9 @@ pub fn apply_update(base: &FunctionConfig, u: FunctionUpdate) -> FunctionConfig 
     if let Some(n) = u.network {
         c.network = n;
     }
+    if let Some(p) = u.public {
+        c.public = p;
+    }
     let s = u.scaling;
     c.scaling.min_instances = s.min_instances.unwrap_or(c.scaling.min_instances);
     c.scaling.max_instances = s.max_instances.unwrap_or(c.scaling.max_instances);
@@ -467,6 +480,31 @@ mod tests {
             c,
             "an empty update changes nothing"
         );
+        assert!(!c.public, "private unless asked");
+        let public = apply_update(
+            &c,
+            FunctionUpdate {
+                public: Some(true),
+                ..Default::default()
+            },
+        );
+        assert!(public.public);
+        assert!(
+            apply_update(&public, FunctionUpdate::default()).public,
+            "an update without public keeps it"
+        );
+        let private = apply_update(
+            &public,
+            FunctionUpdate {
+                public: Some(false),
+                ..Default::default()
+            },
+        );
+        assert!(!private.public);
+        let stored: FunctionConfig =
+            serde_json::from_str(r#"{"runtime": "python3", "handler": "app.handler"}"#)
+                .expect("a configuration stored before public existed");
+        assert!(!stored.public, "old rows read as private");
     }
 
     #[test]

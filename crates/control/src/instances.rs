@@ -422,6 +422,34 @@ impl Platform {
         &self,
         name: &str,
     ) -> Result<(FunctionRecord, RuntimeRecord, Resources), ControlError> {
+        if let Some(hit) = self
+            .resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+        {
+            return Ok(hit.clone());
+        }
+        let resolved = self.resolve_function_uncached(name)?;
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), resolved.clone());
+        Ok(resolved)
+    }
+
+    /// Forgets what functions resolve to (after any change to a function or runtime).
+    pub(crate) fn forget_resolutions(&self) {
+        self.resolved
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    fn resolve_function_uncached(
+        &self,
+        name: &str,
+    ) -> Result<(FunctionRecord, RuntimeRecord, Resources), ControlError> {
         let f = self.function_record(name)?;
         let r: RuntimeRef = f
             .config

@@ -163,6 +163,13 @@ fn default_init_binary() -> Option<PathBuf> {
     candidate.is_file().then_some(candidate)
 }
 
+/// A function as an invocation needs it: its record, its runtime version, its resources.
+type ResolvedFunction = (
+    strata_meta::FunctionRecord,
+    strata_meta::RuntimeRecord,
+    strata_types::Resources,
+);
+
 /// The platform: one per server process.
 pub struct Platform {
     settings: Settings,
@@ -180,6 +187,9 @@ pub struct Platform {
     logs: logs::Logs,
     /// The agent binary inside the data directory (hard-linked into instances).
     init_binary: Option<PathBuf>,
+    /// What each function resolves to (record, runtime version, resources), so the invocation
+    /// path reads no database; cleared whenever a function or runtime changes.
+    resolved: std::sync::Mutex<std::collections::HashMap<String, ResolvedFunction>>,
     /// Set once the server is stopping: no instance starts any more.
     shutting_down: std::sync::atomic::AtomicBool,
     /// Wakes the pool loop when a pool instance was taken.
@@ -219,6 +229,7 @@ impl Platform {
             instances: instances::Instances::new(),
             logs,
             init_binary,
+            resolved: Default::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             pool_changed: Arc::new(tokio::sync::Notify::new()),
             provision_errors: Default::default(),

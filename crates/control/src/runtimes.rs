@@ -72,6 +72,7 @@ impl Platform {
             layers: built.layers,
         })?;
         tracing::info!(runtime = %rec.reference(), layers = rec.layers.len(), "runtime created");
+        self.forget_resolutions();
         self.runtime_info(rec)
     }
 
@@ -119,7 +120,17 @@ impl Platform {
         self: &Arc<Self>,
         r: &RuntimeRef,
     ) -> Result<Vec<String>, ControlError> {
+        let newest = self.meta.runtime(&r.name, None)?.map(|rt| rt.version);
+        let users = self.meta.runtime_users(&r.name, r.version, newest)?;
+        if !users.is_empty() {
+            return Err(ControlError::InUse {
+                what: "runtime",
+                name: r.to_string(),
+                users: users.join(", "),
+            });
+        }
         let removed = self.meta.delete_runtime(&r.name, r.version)?;
+        self.forget_resolutions();
         if removed.is_empty() {
             return Err(ControlError::NotFound {
                 what: "runtime",
