@@ -4,6 +4,8 @@ bootstraps: it hands out queued events with the real headers and records what co
 import json
 import os
 import queue
+import select
+import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +32,11 @@ class FakeRuntimeAPI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as the real agent
+            # As the real agent: TCP_NODELAY, and each response (head and body) in one write.
+            # Unbuffered, the head and the body went out in two segments and Nagle's algorithm
+            # held the second one until the client's delayed ACK (~40 ms per response).
+            disable_nagle_algorithm = True
+            wbufsize = -1  # buffered; handle_one_request() flushes after each request
 
             def log_message(self, *args):
                 pass
@@ -52,6 +59,14 @@ class FakeRuntimeAPI:
                     })
                     api.cond.notify_all()
 
+            def _peer_gone(self):
+                """The client closed its connection (say, the bootstrap was killed)."""
+                try:
+                    readable, _, _ = select.select([self.connection], [], [], 0)
+                    return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+                except (OSError, ValueError):
+                    return True
+
             def do_GET(self):
                 self._note()
                 if self.path == SPECIALIZATION:
@@ -66,12 +81,21 @@ class FakeRuntimeAPI:
                 if self.path != PREFIX + "/invocation/next":
                     return self._reply(404, b'{"errorMessage":"not found"}')
                 while True:
+                    if self._peer_gone():
+                        return  # killed while waiting: leave the events to its successor
                     try:
                         item = api.events.get(timeout=0.1)
-                        break
                     except queue.Empty:
                         if api.stopping.is_set():
                             return self._reply(500, b'{"errorMessage":"shutting down"}')
+                        continue
+                    if not self._peer_gone():
+                        break
+                    # Its client died meanwhile (a test killed it): put the event back in front.
+                    with api.events.mutex:
+                        api.events.queue.appendleft(item)
+                        api.events.not_empty.notify()
+                    return
                 request_id, body, headers = item
                 self._reply(200, body, headers)
 

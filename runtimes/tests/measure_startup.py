@@ -4,6 +4,7 @@ with a trivial handler, against the fake Runtime API; and, for a deferred start
 left of a cold start on a warm generic instance). Prints the median of N runs.
 
     python3 runtimes/tests/measure_startup.py [--runs 10] [--python PYTHON] [--node NODE]
+                                              [--py-bootstrap PATH] [--no-node]
 """
 
 import argparse
@@ -89,14 +90,17 @@ def main():
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--python", default=sys.executable)
     parser.add_argument("--node", default=shutil.which("node"))
+    parser.add_argument("--no-node", dest="node", action="store_const", const=None)
+    parser.add_argument("--py-bootstrap", default=PY_BOOTSTRAP,
+                        help="another copy of the Python bootstrap (to compare two versions)")
     args = parser.parse_args()
+    py_command = [args.python, "-u", os.path.abspath(args.py_bootstrap)]
 
     py_handler = {"app.py": "def handler(event, context):\n    return event\n"}
     report("python bootstrap (%s)" % args.python,
-           measure([args.python, "-u", PY_BOOTSTRAP], "app.handler", py_handler, args.runs))
+           measure(py_command, "app.handler", py_handler, args.runs))
     report("python deferred: specialized → /next",
-           measure_deferred([args.python, "-u", PY_BOOTSTRAP], "app.handler", py_handler,
-                            args.runs))
+           measure_deferred(py_command, "app.handler", py_handler, args.runs))
     report("python -c pass (baseline)",
            measure_baseline([args.python, "-c", "pass"], args.runs))
     if args.node:

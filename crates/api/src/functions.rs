@@ -220,8 +220,31 @@ fn failure_response(f: &InvokeFailure) -> Response {
     resp
 }
 
+/// The answer of a private function's trigger called without the right token: 401 in the
+/// Lambda error shape, with `WWW-Authenticate: Bearer`.
+fn trigger_unauthorized() -> Response {
+    let error = strata_types::api::InvokeError {
+        error_message:
+            "this function's HTTP trigger is private: send Authorization: Bearer <token>, \
+                        or make it public with strata fn update NAME --public true"
+                .into(),
+        error_type: "Strata.Unauthorized".into(),
+        stack_trace: vec![],
+    };
+    let mut resp = (StatusCode::UNAUTHORIZED, Json(&error)).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        "x-strata-error-kind",
+        HeaderValue::from_static("unauthenticated"),
+    );
+    h.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
+}
+
 /// `ANY /fn/{name}/{*path}`: a Lambda Function-URL-style (payload 2.0) event in, the handler's
-/// `{statusCode, headers, body}` out.
+/// `{statusCode, headers, body}` out. A private function (the default) needs the bearer token,
+/// checked before the body is read; an unknown function counts as private, so callers without
+/// the token cannot tell which names exist.
 pub async fn http_trigger(
     State(s): State<AppState>,
     UrlPath(params): UrlPath<BTreeMap<String, String>>,
@@ -233,6 +256,13 @@ pub async fn http_trigger(
     let Some(name) = params.get("name").cloned() else {
         return ApiErr::new(ErrorKind::NotFound, "no function in the path").into_response();
     };
+    let mut headers = headers;
+    if crate::has_token(&s, &headers) {
+        // The admin token is the platform's, never the function's: it does not reach the event.
+        headers.remove(header::AUTHORIZATION);
+    } else if !s.platform.function_is_public(&name) {
+        return trigger_unauthorized();
+    }
     let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
     let body = match to_bytes(body, MAX_EVENT_BYTES).await {
         Ok(b) => b,

@@ -60,7 +60,9 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("GET", "/metrics", true),
 ];
 
-/// The public HTTP trigger: `ANY /fn/{name}` and `ANY /fn/{name}/{*path}`.
+/// The HTTP trigger: `ANY /fn/{name}` and `ANY /fn/{name}/{*path}`. It is outside the token
+/// middleware because a function may be public; a private function's trigger checks the token
+/// itself (see `functions::http_trigger`).
 pub const TRIGGER_PREFIX: &str = "/fn/";
 
 /// Shared state of the handlers.
@@ -155,18 +157,23 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Whether a request carries the admin token (`Authorization: Bearer <token>`), compared in
+/// constant time. The API middleware and private HTTP triggers both decide with this.
+pub(crate) fn has_token(state: &AppState, headers: &header::HeaderMap) -> bool {
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    constant_time_eq(given.as_bytes(), state.token.as_bytes())
+}
+
 async fn require_token(
     axum::extract::State(state): axum::extract::State<AppState>,
     req: Request<axum::body::Body>,
     next: Next,
 ) -> Response {
-    let given = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !constant_time_eq(given.as_bytes(), state.token.as_bytes()) {
+    if !has_token(&state, req.headers()) {
         let mut resp = ApiErr::new(
             ErrorKind::Unauthenticated,
             "missing or wrong bearer token: set STRATA_TOKEN or pass --token (the server writes it to admin.token in its data directory)",

@@ -33,6 +33,15 @@ pub struct ServerOptions {
     pub max_instances: usize,
     /// Node memory budget in bytes (the platform default when unset).
     pub memory_budget: Option<u64>,
+    /// Bridge of the function network (default `strata0`).
+    pub net_bridge: Option<String>,
+    /// Subnet of the function network, e.g. `10.213.0.0/16` (the default).
+    pub net_subnet: Option<String>,
+    /// Let functions with network access reach private (RFC 1918, CGNAT) addresses and the
+    /// host's connected networks.
+    pub net_allow_private: bool,
+    /// Start even when the runc binary is a release known to let containers escape.
+    pub allow_vulnerable_runc: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -44,11 +53,25 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     if let Some(mirror) = &opts.mirror {
         settings.mirror = mirror.clone();
     }
+    check_runc(&settings.runc, opts.allow_vulnerable_runc).await?;
     settings.idle_timeout = opts.idle_timeout;
     settings.max_instances = opts.max_instances.max(1);
     if let Some(b) = opts.memory_budget {
         settings.memory_budget = b;
     }
+    if let Some(bridge) = &opts.net_bridge {
+        settings.network.bridge = bridge.clone();
+    }
+    if let Some(subnet) = &opts.net_subnet {
+        settings.network.subnet = subnet
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--net-subnet: {e}"))?;
+    }
+    settings.network.block_private = !opts.net_allow_private;
+    settings
+        .network
+        .validate()
+        .context("checking the function network settings")?;
     std::fs::create_dir_all(&settings.runc_state).with_context(|| {
         format!(
             "creating runc state directory {}",
@@ -90,6 +113,59 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     platform.stop_instances().await;
     tracing::info!("strata server stopped");
     Ok(())
+}
+
+/// The flag and variable that let the server start on a vulnerable runc.
+const ALLOW_VULNERABLE_RUNC: &str =
+    "strata server --allow-vulnerable-runc (or STRATA_ALLOW_VULNERABLE_RUNC=1)";
+
+/// Refuses a runc release known to let containers escape, unless allowed (then warns loudly).
+/// A runtime whose version cannot be read or judged (not runc, or missing) is logged and
+/// accepted: builds and instances report a missing runtime when they need it.
+async fn check_runc(binary: &Path, allow_vulnerable: bool) -> anyhow::Result<()> {
+    use strata_sandbox::{runc_verdict, Runc, Verdict, RUNC_FIXED_RELEASES};
+    let runc = Runc::new(binary.to_path_buf(), PathBuf::new());
+    let output = match runc.version_output().await {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::warn!(runc = %binary.display(), error = %e, "cannot read the runc version");
+            return Ok(());
+        }
+    };
+    match runc_verdict(&output) {
+        Verdict::Supported { version } => {
+            tracing::info!(runc = %binary.display(), %version, "runc version has no known container escape");
+            Ok(())
+        }
+        Verdict::Unknown { reason } => {
+            tracing::warn!(runc = %binary.display(), %reason, "cannot tell whether the OCI runtime has known container escapes");
+            Ok(())
+        }
+        Verdict::Vulnerable { version, cves } => {
+            let list = cves
+                .iter()
+                .map(|c| format!("{} ({})", c.id, c.summary))
+                .collect::<Vec<_>>()
+                .join("; ");
+            let problem = format!(
+                "runc {version} at {} is vulnerable to container escapes: {list}. \
+                 Fixed in runc {RUNC_FIXED_RELEASES}",
+                binary.display()
+            );
+            if allow_vulnerable {
+                tracing::warn!(
+                    "!!! {problem}. Starting anyway because of {ALLOW_VULNERABLE_RUNC}: \
+                     a container may be able to take over this host. !!!"
+                );
+                Ok(())
+            } else {
+                anyhow::bail!(
+                    "{problem}. Install a fixed runc (--runc PATH or STRATA_RUNC), or accept \
+                     the risk with {ALLOW_VULNERABLE_RUNC}"
+                )
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -163,3 +163,27 @@ fn openapi_describes_every_route() {
         "openapi.json documents a route the server does not have"
     );
 }
+
+#[tokio::test]
+async fn private_triggers_need_the_token() {
+    let (_d, app) = app();
+    let token = "t0ken".repeat(8);
+    // Without the right token a private (or unknown) function's trigger answers 401 in the
+    // Lambda error shape, whatever the method and path.
+    for (method, path) in [
+        ("GET", "/fn/x"),
+        ("POST", "/fn/x/a/b?q=1"),
+        ("PUT", "/fn/x/index.html"),
+    ] {
+        for t in [None, Some("wrong"), Some("")] {
+            let (status, body) = call(&app, method, path, t, Body::from("{}")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{method} {path} {t:?}");
+            assert_eq!(body["errorType"], "Strata.Unauthorized", "{body}");
+            assert!(body["errorMessage"].is_string(), "{body}");
+            assert_eq!(body["stackTrace"], serde_json::json!([]), "{body}");
+        }
+        // With the token the request gets through to the platform (no such function here).
+        let (status, body) = call(&app, method, path, Some(&token), Body::from("{}")).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body}");
+    }
+}

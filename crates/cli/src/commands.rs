@@ -44,9 +44,22 @@ pub struct ServerArgs {
     /// Most memory all instances together may be limited to, e.g. 16Gi (default: 80% of RAM).
     #[arg(long, env = "STRATA_MEMORY_BUDGET")]
     pub memory_budget: Option<String>,
+    /// Host bridge of functions with network access (one per server on a host).
+    #[arg(long, env = "STRATA_NET_BRIDGE")]
+    pub net_bridge: Option<String>,
+    /// Private subnet of that bridge, e.g. 10.213.0.0/16 (the default).
+    #[arg(long, env = "STRATA_NET_SUBNET")]
+    pub net_subnet: Option<String>,
+    /// Let functions with network access reach private (RFC 1918, CGNAT) addresses and the
+    /// host's connected networks (default: refused).
+    #[arg(long, env = "STRATA_NET_ALLOW_PRIVATE")]
+    pub net_allow_private: bool,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
+    /// Start even when runc is a release known to let containers escape (logs a warning).
+    #[arg(long, env = "STRATA_ALLOW_VULNERABLE_RUNC", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
+    pub allow_vulnerable_runc: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -213,6 +226,10 @@ fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(parse_memory)
             .transpose()?,
+        allow_vulnerable_runc: args.allow_vulnerable_runc,
+        net_bridge: args.net_bridge.clone(),
+        net_subnet: args.net_subnet.clone(),
+        net_allow_private: args.net_allow_private,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

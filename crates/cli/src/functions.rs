@@ -98,9 +98,13 @@ pub struct FnCreateArgs {
     /// Handler, e.g. app.handler.
     #[arg(long)]
     pub handler: String,
-    /// Give instances the host's network (default: loopback only).
+    /// Give instances outbound network access through NAT, never to the host, link-local
+    /// metadata, private ranges or other instances (default: loopback only).
     #[arg(long)]
     pub network: bool,
+    /// Let the HTTP trigger (/fn/NAME/...) answer without the bearer token (default: private).
+    #[arg(long)]
+    pub public: bool,
     #[command(flatten)]
     pub config: ConfigFlags,
 }
@@ -118,9 +122,12 @@ pub struct FnUpdateArgs {
     /// New handler.
     #[arg(long)]
     pub handler: Option<String>,
-    /// Turn host network access on or off.
+    /// Turn outbound network access on or off.
     #[arg(long)]
     pub network: Option<bool>,
+    /// Make the HTTP trigger public (true: no token needed) or private (false).
+    #[arg(long)]
+    pub public: Option<bool>,
     /// Remove an environment variable (plain or secret).
     #[arg(long = "unset-env")]
     pub unset_env: Vec<String>,
@@ -239,7 +246,7 @@ fn print_fn(fmt: Format, info: &FunctionInfo, verb: &str) -> anyhow::Result<Exit
 pub fn describe(f: &FunctionInfo) -> String {
     let r = &f.resources;
     let mut s = format!(
-        "name:      {}\nrevision:  {}\nruntime:   {} (now {})\nhandler:   {}\ncode:      {} ({})\nmemory:    {}\ncpu:       {}\ntimeout:   {}\nnetwork:   {}\nupdated:   {}\ncreated:   {}\n",
+        "name:      {}\nrevision:  {}\nruntime:   {} (now {})\nhandler:   {}\ncode:      {} ({})\nmemory:    {}\ncpu:       {}\ntimeout:   {}\nnetwork:   {}\ntrigger:   {}\nupdated:   {}\ncreated:   {}\n",
         f.name,
         f.revision,
         f.runtime,
@@ -250,7 +257,8 @@ pub fn describe(f: &FunctionInfo) -> String {
         r.memory_bytes.map(format_bytes).unwrap_or_else(|| "-".into()),
         r.cpu_millis.map(|m| format!("{}", m as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
         r.timeout_ms.map(|t| format!("{}s", t as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
-        if f.network { "host" } else { "loopback only" },
+        if f.network { "egress (NAT)" } else { "loopback only" },
+        if f.public { "public (no token)" } else { "private (bearer token)" },
         f.updated_at,
         f.created_at,
     );
@@ -298,6 +306,7 @@ pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
                 secret_env: kv(&a.config.secret_env, "secret-env")?,
                 volumes: volumes(&a.config)?,
                 network: a.network,
+                public: a.public,
                 scaling: {
                     let u = scaling_update(&a.config)?;
                     let d = strata_types::api::Scaling::default();
@@ -335,6 +344,7 @@ pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
                     None
                 },
                 network: a.network,
+                public: a.public,
                 scaling: scaling_update(&a.config)?,
             };
             let mut form = reqwest::blocking::multipart::Form::new()

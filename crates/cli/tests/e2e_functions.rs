@@ -41,7 +41,7 @@ fn invoke(
 }
 
 const PY_APP: &str = r#"
-import os, time, json
+import os, time, json, errno
 
 COUNT = 0
 
@@ -110,6 +110,9 @@ def web(event, context):
         }),
     }
 
+def echo_headers(event, context):
+    return event["headers"]
+
 def network(event, context):
     return open("/proc/net/dev").read().count(":")
 
@@ -119,6 +122,21 @@ def writes_code(event, context):
         return "wrote"
     except OSError as e:
         return type(e).__name__
+
+def writes_root(event, context):
+    out = {}
+    for path in ["/etc/strata-probe", "/tmp/strata-probe"]:
+        try:
+            with open(path, "w") as f:
+                f.write("x")
+            out[path] = "ok"
+        except OSError as e:
+            out[path] = errno.errorcode.get(e.errno, str(e.errno))
+    for line in open("/proc/self/status"):
+        if line.startswith(("CapEff:", "Seccomp:")):
+            key, value = line.split()
+            out[key.rstrip(":")] = value
+    return out
 "#;
 
 #[test]
@@ -314,8 +332,9 @@ fn root_python_functions_end_to_end() {
     assert_eq!(invoke(&s, "vol", "{}").1, 1);
     assert_eq!(invoke(&s, "vol", "{}").1, 2);
 
-    // The HTTP trigger speaks the Function URL event and response formats.
-    s.ok(&[
+    // The HTTP trigger speaks the Function URL event and response formats; a public function's
+    // trigger needs no token.
+    let web = s.json(&[
         "fn",
         "create",
         "web",
@@ -325,7 +344,9 @@ fn root_python_functions_end_to_end() {
         dir,
         "--handler",
         "app.web",
+        "--public",
     ]);
+    assert_eq!(web["public"], true);
     let resp = reqwest::blocking::Client::new()
         .put(format!("{}/fn/web/items/7?q=find%20me", s.url))
         .body("payload")
@@ -338,6 +359,68 @@ fn root_python_functions_end_to_end() {
         v,
         serde_json::json!({"method": "PUT", "path": "/items/7", "q": "find me", "body": "payload"})
     );
+
+    // A private function's trigger (the default) refuses a missing or wrong token in the Lambda
+    // error shape, and serves the right one without passing it on to the function.
+    let private = s.json(&[
+        "fn",
+        "create",
+        "webpriv",
+        "--runtime",
+        "python3",
+        "--code",
+        dir,
+        "--handler",
+        "app.echo_headers",
+    ]);
+    assert_eq!(private["public"], false, "private by default");
+    let client = reqwest::blocking::Client::new();
+    for token in [None, Some("wrong"), Some("")] {
+        let mut req = client.post(format!("{}/fn/webpriv/x", s.url)).body("b");
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().expect("trigger");
+        assert_eq!(resp.status().as_u16(), 401, "{token:?}");
+        assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+        let e: serde_json::Value = resp.json().expect("json");
+        assert_eq!(e["errorType"], "Strata.Unauthorized", "{e}");
+        assert!(e["errorMessage"].is_string() && e["stackTrace"].is_array());
+    }
+    // An unknown function answers the same without a token: names do not leak.
+    let resp = client
+        .get(format!("{}/fn/nosuchfn/x", s.url))
+        .send()
+        .expect("trigger");
+    assert_eq!(resp.status().as_u16(), 401);
+    let resp = client
+        .post(format!("{}/fn/webpriv/x", s.url))
+        .bearer_auth(s.token())
+        .header("x-probe", "1")
+        .body("b")
+        .send()
+        .expect("trigger");
+    assert_eq!(resp.status().as_u16(), 200);
+    let seen: serde_json::Value = resp.json().expect("json");
+    assert_eq!(seen["x-probe"], "1", "{seen}");
+    assert!(
+        seen.get("authorization").is_none() && !seen.to_string().contains(&s.token()),
+        "the admin token reached the function: {seen}"
+    );
+    // Switching it to public and back.
+    let upd = s.json(&["fn", "update", "webpriv", "--public", "true"]);
+    assert_eq!(upd["public"], true);
+    let resp = client
+        .post(format!("{}/fn/webpriv/x", s.url))
+        .send()
+        .expect("trigger");
+    assert_eq!(resp.status().as_u16(), 200);
+    s.ok(&["fn", "update", "webpriv", "--public", "false"]);
+    let resp = client
+        .post(format!("{}/fn/webpriv/x", s.url))
+        .send()
+        .expect("trigger");
+    assert_eq!(resp.status().as_u16(), 401);
 
     // Sandbox: loopback only, code read-only.
     s.ok(&[
@@ -364,6 +447,75 @@ fn root_python_functions_end_to_end() {
         "app.writes_code",
     ]);
     assert_eq!(invoke(&s, "ro", "{}").1, "OSError");
+
+    // Sandbox defaults: the seccomp filter, no capabilities, a writable root...
+    s.ok(&[
+        "fn",
+        "create",
+        "rootw",
+        "--runtime",
+        "python3",
+        "--code",
+        dir,
+        "--handler",
+        "app.writes_root",
+    ]);
+    let (status, v, _) = invoke(&s, "rootw", "{}");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({"/etc/strata-probe": "ok", "/tmp/strata-probe": "ok",
+            "CapEff": "0000000000000000", "Seccomp": "2"})
+    );
+    // ...unless the runtime's labels ask for a read-only root (/tmp stays writable) or for
+    // capabilities from the allowed set.
+    let df = s.write(
+        "pyro/Dockerfile",
+        "FROM python3\nLABEL org.strata.rootfs=\"readonly\" org.strata.capabilities=\"CAP_NET_BIND_SERVICE\"\n",
+    );
+    s.ok(&["runtime", "create", "pyro", "-f", path_str(&df)]);
+    s.ok(&[
+        "fn",
+        "create",
+        "rootro",
+        "--runtime",
+        "pyro",
+        "--code",
+        dir,
+        "--handler",
+        "app.writes_root",
+    ]);
+    let (status, v, _) = invoke(&s, "rootro", "{}");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        v,
+        serde_json::json!({"/etc/strata-probe": "EROFS", "/tmp/strata-probe": "ok",
+            "CapEff": "0000000000000400", "Seccomp": "2"})
+    );
+    // A capability outside the allowed set is refused when the instance starts.
+    let df = s.write(
+        "pybad/Dockerfile",
+        "FROM python3\nLABEL org.strata.capabilities=\"CAP_NET_BIND_SERVICE,CAP_SYS_ADMIN\"\n",
+    );
+    s.ok(&["runtime", "create", "pybad", "-f", path_str(&df)]);
+    s.ok(&[
+        "fn",
+        "create",
+        "capbad",
+        "--runtime",
+        "pybad",
+        "--code",
+        dir,
+        "--handler",
+        "app.writes_root",
+    ]);
+    let (status, e, _) = invoke(&s, "capbad", "{}");
+    assert_eq!(status, 502, "{e}");
+    let message = e["errorMessage"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("CAP_SYS_ADMIN") && message.contains("does not grant"),
+        "{e}"
+    );
 
     // Logs show stdout with invocation ids; secrets appear nowhere.
     let logs = s.ok(&["logs", "hello"]);
@@ -413,7 +565,8 @@ fn root_python_functions_end_to_end() {
     std::thread::sleep(std::time::Duration::from_secs(5));
     assert_eq!(s.json(&["fn", "describe", "vol"])["stats"]["instances"], 0);
     for f in [
-        "hello", "fails", "sleeps", "hog", "forks", "floods", "vol", "web", "net", "ro",
+        "hello", "fails", "sleeps", "hog", "forks", "floods", "vol", "web", "webpriv", "net", "ro",
+        "rootw", "rootro", "capbad",
     ] {
         s.ok(&["fn", "rm", f]);
     }

@@ -89,7 +89,7 @@ fn root_pool_hits_and_misses_show_in_metrics_and_stats() {
         1.0,
         "{m}"
     );
-    // A function with host network cannot use a generic (loopback-only) instance: a pool miss.
+    // A function with network access cannot use a generic (loopback-only) instance: a pool miss.
     s.ok(&[
         "fn",
         "create",

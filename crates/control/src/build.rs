@@ -469,6 +469,7 @@ impl Platform {
             no_new_privileges: false,
             rlimit_nofile: 1 << 20,
             slave_binds: vec![],
+            seccomp: strata_sandbox::Seccomp::Default,
         };
         let bundle = scratch.path().join("bundle");
         std::fs::create_dir_all(&bundle)

@@ -34,6 +34,74 @@ const RUN_DIR: &str = "/run/strata";
 const MAX_BODY: usize = 16 << 20;
 /// The runtime label saying its bootstrap can start before it knows the function.
 pub const DEFERRED_LABEL: &str = "org.strata.bootstrap.deferred";
+/// The runtime label granting its instances capabilities, comma-separated
+/// (`CAP_NET_BIND_SERVICE,CAP_CHOWN`); instances get none otherwise.
+pub const CAPABILITIES_LABEL: &str = "org.strata.capabilities";
+/// The runtime label `readonly` makes its instances' root file system read-only.
+pub const ROOTFS_LABEL: &str = "org.strata.rootfs";
+/// The capabilities a runtime may ask for: Docker's default set without `MKNOD`. They act on
+/// the container's own files, processes and network namespace — except `NET_RAW` for a
+/// function with host networking, which can then see the host's traffic.
+pub const GRANTABLE_CAPABILITIES: &[&str] = &[
+    "CAP_AUDIT_WRITE",
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SETFCAP",
+    "CAP_SETGID",
+    "CAP_SETPCAP",
+    "CAP_SETUID",
+    "CAP_SYS_CHROOT",
+];
+
+/// The capabilities a runtime's labels grant its instances, normalized to `CAP_*` names
+/// (`NET_BIND_SERVICE` and `cap_net_bind_service` are accepted too), sorted and without
+/// duplicates. A capability outside [`GRANTABLE_CAPABILITIES`] is an error naming it.
+pub fn runtime_capabilities(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<String>, String> {
+    let Some(value) = labels.get(CAPABILITIES_LABEL) else {
+        return Ok(Vec::new());
+    };
+    let mut caps = Vec::new();
+    for item in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        let upper = item.to_ascii_uppercase();
+        let name = if upper.starts_with("CAP_") {
+            upper
+        } else {
+            format!("CAP_{upper}")
+        };
+        if !GRANTABLE_CAPABILITIES.contains(&name.as_str()) {
+            return Err(format!(
+                "label {CAPABILITIES_LABEL} asks for {item:?}, which Strata does not grant to \
+                 function instances (allowed: {})",
+                GRANTABLE_CAPABILITIES.join(", ")
+            ));
+        }
+        caps.push(name);
+    }
+    caps.sort();
+    caps.dedup();
+    Ok(caps)
+}
+
+/// Whether a runtime's labels make its instances' root read-only: `readonly` yes, absent or
+/// `writable` no, anything else an error (a typo must not silently leave the root writable).
+pub fn runtime_readonly_rootfs(
+    labels: &std::collections::BTreeMap<String, String>,
+) -> Result<bool, String> {
+    match labels.get(ROOTFS_LABEL).map(|v| v.trim()) {
+        None | Some("writable") => Ok(false),
+        Some("readonly") => Ok(true),
+        Some(other) => Err(format!(
+            "label {ROOTFS_LABEL}={other:?} is not understood (use \"readonly\" or \"writable\")"
+        )),
+    }
+}
 
 /// A runtime version.
 pub type RuntimeKey = (String, u32);
@@ -101,6 +169,8 @@ pub struct Instance {
     mounts: Mutex<Vec<MountGuard>>,
     task_dir: PathBuf,
     scratch: Mutex<Option<ScratchDir>>,
+    /// Its namespace on the function network, when the function has network access.
+    network: Mutex<Option<crate::network::Lease>>,
     agent_tail: Arc<Mutex<VecDeque<String>>>,
     /// Function name for log lines (set at specialization).
     log_function: Arc<Mutex<String>>,
@@ -212,7 +282,8 @@ impl Instance {
     }
 
     /// Binds the function's code over `/var/task` (the mount propagates into the container) and
-    /// tells the agent to load the handler. Returns when the handler is loaded.
+    /// tells the agent to load the handler. Returns when the agent has applied it; an error
+    /// loading the handler reaches the first invocation.
     pub async fn specialize(
         &self,
         platform: &Platform,
@@ -220,6 +291,7 @@ impl Instance {
         rt: &RuntimeRecord,
         resources: &Resources,
     ) -> Result<(), ControlError> {
+        let t0 = Instant::now();
         let code = platform.store.code_path(&f.code.digest);
         let task = self.task_dir.clone();
         let guard = tokio::task::spawn_blocking(move || {
@@ -231,6 +303,7 @@ impl Instance {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(guard);
+        let mounted = t0.elapsed();
         let limits = limits_of(platform, resources);
         strata_sandbox::set_limits(&self.cgroups_path, &limits)?;
         self.memory_bytes
@@ -254,8 +327,22 @@ impl Instance {
             function: f.name.clone(),
             revision: f.revision,
         });
+        let sent = t0.elapsed();
         let _ = rt;
-        match self.wait_for(Duration::from_secs(30), |s| s.ready).await {
+        // The agent has applied the specialization once it says so; the handler then loads while
+        // the first invocation is already on its way (the agent holds it until the bootstrap asks).
+        let waited = self
+            .wait_for(Duration::from_secs(30), |s| s.specialized || s.ready)
+            .await;
+        tracing::debug!(
+            instance = %self.id,
+            function = %f.name,
+            mount_ms = mounted.as_secs_f64() * 1000.0,
+            sent_ms = sent.as_secs_f64() * 1000.0,
+            specialized_ms = t0.elapsed().as_secs_f64() * 1000.0,
+            "specialized"
+        );
+        match waited {
             Ok(s) => match s.init_error {
                 Some((t, body)) => Err(ControlError::InitFailed {
                     error: init_error(t, &body),
@@ -296,6 +383,14 @@ impl Instance {
             if let Err(e) = m.unmount().await {
                 tracing::warn!(instance = %self.id, error = %e, "cannot unmount");
             }
+        }
+        let lease = self
+            .network
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(l) = lease {
+            l.release().await;
         }
         drop(
             self.scratch
@@ -346,6 +441,7 @@ impl Platform {
         rt: &RuntimeRecord,
         mode: Mode<'_>,
     ) -> Result<Arc<Instance>, ControlError> {
+        let _counted = StartCount::new(&self.starting);
         let init = self.init_binary.as_ref().ok_or_else(|| {
             ControlError::Internal("strata-init is not installed (set STRATA_INIT)".into())
         })?;
@@ -359,6 +455,10 @@ impl Platform {
                 rt.reference()
             )));
         }
+        let label_error =
+            |e: String| ControlError::Invalid(format!("runtime {}: {e}", rt.reference()));
+        let capabilities = runtime_capabilities(&rt.config.labels).map_err(label_error)?;
+        let readonly_rootfs = runtime_readonly_rootfs(&rt.config.labels).map_err(label_error)?;
         let id = format!("{CONTAINER_PREFIX}i-{}", random_hex(8));
         let scratch = self.store.scratch_dir("inst")?;
         let dirs = StepDirs::create(&scratch)?;
@@ -376,10 +476,24 @@ impl Platform {
         let listener =
             UnixListener::bind(&socket).map_err(|e| io("listen on the agent socket", e))?;
         let mut mounts = Vec::new();
+        // The instance's writable layer lives on a size-capped tmpfs: whatever a function writes
+        // outside /tmp counts against its memory and this cap, never against the host's disk.
+        let rw = scratch.path().join("rw");
+        std::fs::create_dir_all(&rw).map_err(|e| io("create the writable layer", e))?;
+        {
+            let (target, size) = (rw.clone(), self.settings.tmp_bytes);
+            crate::build::blocking(move || {
+                strata_sandbox::mount::mount_tmpfs(&target, size, 0o700)
+            })
+            .await?;
+            mounts.push(MountGuard::adopt(rw.clone()));
+        }
+        let (upper, work) = (rw.join("u"), rw.join("w"));
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).map_err(|e| io("create the writable layer", e))?;
+        }
         let lowers = self.lowers(&rt.layers, &dirs)?;
-        mounts.push(
-            MountGuard::overlay(&lowers, Some((&dirs.upper, &dirs.work)), &dirs.merged).await?,
-        );
+        mounts.push(MountGuard::overlay(&lowers, Some((&upper, &work)), &dirs.merged).await?);
         // /var/task is a propagating mount point: the code is bound on the host side, before
         // start (direct) or at specialization (generic).
         {
@@ -390,6 +504,15 @@ impl Platform {
         }
         let (uid, gid, groups) = strata_sandbox::host_user_lookup(&dirs.merged, &rt.config.user)
             .map_err(|e| ControlError::Invalid(format!("USER {}: {e}", rt.config.user)))?;
+        if uid != 0 && !capabilities.is_empty() {
+            // runc grants them in the bounding, effective and permitted sets, which a non-root
+            // process loses at its first execve (no ambient capabilities): refuse rather than
+            // start an instance without what the runtime asked for.
+            return Err(label_error(format!(
+                "label {CAPABILITIES_LABEL} needs the runtime's USER to be root (it is {:?})",
+                rt.config.user
+            )));
+        }
         let deferred = rt
             .config
             .labels
@@ -420,17 +543,23 @@ impl Platform {
                         readonly: false,
                     })
                     .collect();
-                (
-                    (*r).clone(),
-                    if f.config.network {
-                        Network::Host
-                    } else {
-                        Network::Isolated
-                    },
-                    vols,
-                    f.name.clone(),
-                )
+                ((*r).clone(), Network::Isolated, vols, f.name.clone())
             }
+        };
+        // A function with network access joins a namespace of its own on the server's bridge:
+        // egress through NAT, but not the host, its networks, link-local metadata addresses or
+        // other instances (`network.rs`). Made just before the container starts, removed
+        // after it is gone.
+        let mut lease = match &mode {
+            Mode::Direct(f, _) if f.config.network => {
+                let key = id.rsplit('-').next().unwrap_or_default();
+                Some(self.network_lease(key).await?)
+            }
+            _ => None,
+        };
+        let network = match &lease {
+            Some(l) => Network::Join(l.attachment.netns_path()),
+            None => network,
         };
         let mut args = vec![format!("{RUN_DIR}/init")];
         if matches!(mode, Mode::Generic) {
@@ -484,10 +613,20 @@ impl Platform {
             readonly: true,
         }];
         binds.extend(volumes);
+        if let Some(l) = &lease {
+            // The host's name servers minus loopback stubs, unreachable from the namespace.
+            let conf = scratch.path().join("resolv.conf");
+            std::fs::write(&conf, &l.resolv_conf).map_err(|e| io("write resolv.conf", e))?;
+            binds.push(BindMount {
+                source: conf,
+                destination: "/etc/resolv.conf".into(),
+                readonly: true,
+            });
+        }
         let spec = ContainerSpec {
             id: id.clone(),
             rootfs: dirs.merged.clone(),
-            readonly_rootfs: false,
+            readonly_rootfs,
             args,
             env,
             cwd: "/var/task".into(),
@@ -496,7 +635,7 @@ impl Platform {
             additional_gids: groups,
             hostname: "strata".into(),
             network,
-            capabilities: vec![],
+            capabilities,
             binds,
             tmpfs: vec![TmpfsMount {
                 destination: "/tmp".into(),
@@ -512,6 +651,7 @@ impl Platform {
                 destination: "/var/task".into(),
                 readonly: true,
             }],
+            seccomp: strata_sandbox::Seccomp::Default,
         };
         let cgroups_path = spec.cgroups_path();
         let bundle = scratch.path().join("bundle");
@@ -519,6 +659,9 @@ impl Platform {
         let tail = Arc::new(Mutex::new(VecDeque::new()));
         let runc = self.runc.clone();
         let (tail2, spec2, inst_id) = (Arc::clone(&tail), spec.clone(), id.clone());
+        if let Some(l) = lease.as_mut() {
+            l.attach().await?;
+        }
         let mut container = tokio::spawn(async move {
             let mut on_output = move |stream: Stream, line: String| {
                 let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
@@ -546,6 +689,9 @@ impl Platform {
                 let _ = container.await;
                 for m in mounts.into_iter().rev() {
                     let _ = m.unmount().await;
+                }
+                if let Some(l) = lease {
+                    l.release().await;
                 }
                 let t: Vec<String> = tail
                     .lock()
@@ -598,6 +744,7 @@ impl Platform {
             mounts: Mutex::new(mounts),
             task_dir,
             scratch: Mutex::new(Some(scratch)),
+            network: Mutex::new(lease),
             agent_tail: tail,
             log_function,
         });
@@ -623,11 +770,32 @@ impl Platform {
             inst.destroy().await;
             return Err(e);
         }
+        // A start that was under way when the server began stopping must not outlive it.
+        if self.shutting_down.load(Ordering::SeqCst) {
+            inst.destroy().await;
+            return Err(ControlError::Internal("the server is stopping".into()));
+        }
         if matches!(mode, Mode::Generic) {
             inst.set_phase(Phase::Generic);
         }
         tracing::debug!(instance = %id, runtime = %rt.reference(), "instance started");
         Ok(inst)
+    }
+}
+
+/// Counts a start under way for as long as it lives.
+struct StartCount<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> StartCount<'a> {
+    fn new(counter: &'a std::sync::atomic::AtomicUsize) -> StartCount<'a> {
+        counter.fetch_add(1, Ordering::SeqCst);
+        StartCount(counter)
+    }
+}
+
+impl Drop for StartCount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -792,4 +960,69 @@ fn init_error(error_type: Option<String>, body: &[u8]) -> strata_types::api::Inv
         e.error_type = error_type.unwrap_or_else(|| "Runtime.InitError".into());
     }
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn capabilities_come_from_the_runtime_label() {
+        assert_eq!(runtime_capabilities(&labels(&[])), Ok(vec![]));
+        assert_eq!(
+            runtime_capabilities(&labels(&[(
+                CAPABILITIES_LABEL,
+                "CAP_NET_BIND_SERVICE,CAP_CHOWN"
+            )])),
+            Ok(vec!["CAP_CHOWN".into(), "CAP_NET_BIND_SERVICE".into()])
+        );
+        assert_eq!(
+            runtime_capabilities(&labels(&[(
+                CAPABILITIES_LABEL,
+                " net_bind_service , CAP_NET_BIND_SERVICE,,kill "
+            )])),
+            Ok(vec!["CAP_KILL".into(), "CAP_NET_BIND_SERVICE".into()])
+        );
+        for bad in [
+            "CAP_SYS_ADMIN",
+            "CAP_CHOWN,SYS_PTRACE",
+            "CAP_MKNOD",
+            "ALL",
+            "CAP_",
+        ] {
+            let e = runtime_capabilities(&labels(&[(CAPABILITIES_LABEL, bad)])).expect_err(bad);
+            assert!(
+                e.contains("does not grant") && e.contains(CAPABILITIES_LABEL),
+                "{e}"
+            );
+        }
+        for cap in GRANTABLE_CAPABILITIES {
+            assert!(strata_sandbox::build_capabilities()
+                .iter()
+                .any(|c| c == cap));
+        }
+    }
+
+    #[test]
+    fn rootfs_label_is_readonly_writable_or_an_error() {
+        assert_eq!(runtime_readonly_rootfs(&labels(&[])), Ok(false));
+        assert_eq!(
+            runtime_readonly_rootfs(&labels(&[(ROOTFS_LABEL, "readonly")])),
+            Ok(true)
+        );
+        assert_eq!(
+            runtime_readonly_rootfs(&labels(&[(ROOTFS_LABEL, "writable")])),
+            Ok(false)
+        );
+        assert!(runtime_readonly_rootfs(&labels(&[(ROOTFS_LABEL, "read-only")])).is_err());
+    }
 }

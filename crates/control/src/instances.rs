@@ -11,7 +11,6 @@ use strata_init::protocol::Header;
 use strata_meta::{FunctionRecord, RuntimeRecord};
 use strata_types::api::{FunctionStats, InvokeError};
 use strata_types::{Resources, RuntimeRef};
-use tokio::sync::Notify;
 
 use crate::instance::{Instance, Mode, Phase, RuntimeKey};
 use crate::logs::now_ms;
@@ -121,8 +120,74 @@ struct FnSet {
     /// Instances being provisioned.
     starting: u32,
     queued: u32,
-    notify: Arc<Notify>,
+    /// Tickets of the queued invocations, oldest first: a free slot goes to the oldest, so an
+    /// admitted invocation waits behind at most the queue bound, never behind later arrivals.
+    waiting: VecDeque<u64>,
+    /// Bumped whenever capacity may have appeared (an instance freed or added, a start failed);
+    /// waiting invocations watch it, so no wake-up is lost between deciding and waiting.
+    wake: tokio::sync::watch::Sender<u64>,
     scale: ScaleConfig,
+}
+
+/// Source of queue tickets (global, so a ticket stays unique if its function's set is rebuilt).
+static NEXT_TICKET: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A waiting invocation's place in its function's queue: whether it is counted in `queued`, and
+/// its ticket. Dropping it (the caller went away, or gave up) gives the place up, so a
+/// disconnected client neither keeps a queue slot nor blocks the queue as its head. It must not
+/// be dropped while the function table is locked.
+struct QueuePlace {
+    platform: Arc<Platform>,
+    function: String,
+    ticket: Option<u64>,
+    counted: bool,
+}
+
+impl QueuePlace {
+    /// Counts the invocation as queued and gives it a ticket at the back, or keeps the one it has.
+    fn enqueue(&mut self, set: &mut FnSet) {
+        set.queued += 1;
+        self.counted = true;
+        let t = *self
+            .ticket
+            .get_or_insert_with(|| NEXT_TICKET.fetch_add(1, Ordering::Relaxed));
+        if !set.waiting.contains(&t) {
+            set.waiting.push_back(t);
+        }
+    }
+
+    /// Whether a free slot may go to this invocation: the queue is empty, or it is the head.
+    fn may_take(&self, set: &FnSet) -> bool {
+        match set.waiting.front() {
+            None => true,
+            Some(head) => self.ticket == Some(*head),
+        }
+    }
+
+    /// Leaves the queue for a slot; the next in line is woken for any other free slot.
+    fn leave(&mut self, set: &mut FnSet) {
+        if self.counted {
+            set.queued = set.queued.saturating_sub(1);
+            self.counted = false;
+        }
+        if let Some(t) = self.ticket.take() {
+            set.waiting.retain(|w| *w != t);
+            set.wake.send_modify(|g| *g += 1);
+        }
+    }
+}
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        if self.ticket.is_none() && !self.counted {
+            return;
+        }
+        let platform = Arc::clone(&self.platform);
+        let mut fns = platform.instances.fns();
+        if let Some(set) = fns.get_mut(&self.function) {
+            self.leave(set);
+        }
+    }
 }
 
 /// A runtime version's pool of generic instances.
@@ -478,20 +543,39 @@ impl Platform {
         let memory = resources.memory_bytes.unwrap_or(256 << 20);
         let timeout_ms = resources.timeout_ms.unwrap_or(30_000);
         let queue_deadline = started + Duration::from_millis(timeout_ms.max(1000));
-        let mut queued = false;
-        // Admission: dispatch to an instance with room, start one, wait, or refuse.
+        let mut place = QueuePlace {
+            platform: Arc::clone(self),
+            function: name.to_string(),
+            ticket: None,
+            counted: false,
+        };
+        // Admission: dispatch to an instance with room, start one, wait, or refuse. Waiting
+        // invocations are served in arrival order (see `QueuePlace`).
         let inst = loop {
-            let notify;
+            let mut wake;
             {
                 let free = self.node_free();
                 let mut fns = self.instances.fns();
                 let set = fns.entry(name.to_string()).or_default();
                 set.scale = scale.clone();
-                if queued {
+                if place.counted {
                     set.queued = set.queued.saturating_sub(1);
-                    queued = false;
+                    place.counted = false;
                 }
-                let view = self.instances.view(set, name, f.revision, &runtime);
+                if let Some(t) = place.ticket {
+                    // The set was rebuilt meanwhile: keep this invocation's turn.
+                    if !set.waiting.contains(&t) {
+                        set.waiting.push_front(t);
+                    }
+                }
+                let mut view = self.instances.view(set, name, f.revision, &runtime);
+                if !place.may_take(set) {
+                    // A free slot belongs to the head of the queue, not to this invocation.
+                    let full = scale.concurrency.max(1);
+                    for i in &mut view.instances {
+                        i.in_flight = i.in_flight.max(full);
+                    }
+                }
                 let room = MemoryRoom {
                     instance_bytes: memory,
                     node_free_bytes: free,
@@ -500,21 +584,20 @@ impl Platform {
                     Admission::Dispatch { instance } => {
                         if let Some(i) = set.instances.iter().find(|i| i.seq == instance).cloned() {
                             i.in_flight.fetch_add(1, Ordering::SeqCst);
+                            place.leave(set);
                             break i;
                         }
-                        notify = Arc::clone(&set.notify);
+                        wake = set.wake.subscribe();
                     }
                     Admission::StartAndQueue => {
                         set.starting += 1;
-                        set.queued += 1;
-                        queued = true;
-                        notify = Arc::clone(&set.notify);
+                        place.enqueue(set);
+                        wake = set.wake.subscribe();
                         self.spawn_provision(f.clone(), rt.clone(), resources.clone(), true);
                     }
                     Admission::Queue => {
-                        set.queued += 1;
-                        queued = true;
-                        notify = Arc::clone(&set.notify);
+                        place.enqueue(set);
+                        wake = set.wake.subscribe();
                     }
                     Admission::Reject {
                         retry_after_ms,
@@ -542,14 +625,10 @@ impl Platform {
             }
             let wait = queue_deadline.saturating_duration_since(Instant::now());
             let _ =
-                tokio::time::timeout(wait.min(Duration::from_millis(250)), notify.notified()).await;
+                tokio::time::timeout(wait.min(Duration::from_millis(250)), wake.changed()).await;
             let failed = self.provision_error(name, started);
             if failed.is_some() || Instant::now() >= queue_deadline {
-                if queued {
-                    if let Some(set) = self.instances.fns().get_mut(name) {
-                        set.queued = set.queued.saturating_sub(1);
-                    }
-                }
+                drop(place);
                 let e = failed.unwrap_or_else(|| {
                     InvokeFailure::new(
                         FailureKind::Overloaded,
@@ -629,7 +708,7 @@ impl Platform {
             }
         };
         if let Some(set) = self.instances.fns().get(name) {
-            set.notify.notify_one();
+            set.wake.send_modify(|g| *g += 1);
         }
         self.finish(name, &result, start, started, &phases);
         tracing::info!(
@@ -692,28 +771,27 @@ impl Platform {
             let t = Instant::now();
             let result = me.provision(&f, &rt, &resources).await;
             let elapsed = t.elapsed().as_secs_f64();
-            let notify = {
-                let mut fns = me.instances.fns();
-                let set = fns.entry(f.name.clone()).or_default();
-                set.starting = set.starting.saturating_sub(1);
-                if let Ok((inst, start)) = &result {
-                    // Only an invocation that waited for this instance had a cold start.
-                    if for_waiting {
-                        *inst.fresh.lock().unwrap_or_else(|e| e.into_inner()) =
-                            Some((*start, elapsed));
-                    }
-                    set.instances.push(Arc::clone(inst));
-                }
-                Arc::clone(&set.notify)
-            };
-            match result {
-                Ok(_) => notify.notify_waiters(),
-                Err(e) => {
-                    tracing::warn!(function = %f.name, error = %e, "cannot provision an instance");
-                    me.record_provision_failure(&f.name, e);
-                    notify.notify_waiters();
-                }
+            if let Err(e) = &result {
+                tracing::warn!(function = %f.name, error = %e, "cannot provision an instance");
             }
+            let result = match result {
+                Ok(r) => Ok(r),
+                Err(e) => {
+                    me.record_provision_failure(&f.name, e);
+                    Err(())
+                }
+            };
+            let mut fns = me.instances.fns();
+            let set = fns.entry(f.name.clone()).or_default();
+            set.starting = set.starting.saturating_sub(1);
+            if let Ok((inst, start)) = &result {
+                // Only an invocation that waited for this instance had a cold start.
+                if for_waiting {
+                    *inst.fresh.lock().unwrap_or_else(|e| e.into_inner()) = Some((*start, elapsed));
+                }
+                set.instances.push(Arc::clone(inst));
+            }
+            set.wake.send_modify(|g| *g += 1);
         });
     }
 
@@ -765,7 +843,8 @@ impl Platform {
                 pool.state.ready = pool.ready.len() as u32;
                 inst
             };
-            self.pool_changed.notify_one();
+            // The replacement starts at the next pool round (within 250 ms), not now: on a small
+            // host a container start competes for the CPU with the specialization under way.
             if let Some(inst) = taken {
                 return match inst.specialize(self, f, rt, resources).await {
                     Ok(()) => Ok((inst, Start::PoolHit)),
@@ -1110,10 +1189,19 @@ impl Platform {
         }
     }
 
-    /// Stops every instance and removes this server's (now empty) cgroup parent (on shutdown).
+    /// Stops every instance, removes the function network (bridge, rules) and this server's
+    /// (now empty) cgroup parent (on shutdown).
     pub async fn stop_instances(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         self.instances.stop_all().await;
+        // Starts already under way see the flag when they finish and stop themselves; wait for
+        // them (bounded) so nothing is left running when the server exits.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.starting.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.instances.stop_all().await;
+        self.network_shutdown().await;
         if let Some((parent, tag)) = self.settings.cgroup_parent.rsplit_once('/') {
             if let Err(e) = strata_sandbox::cleanup_cgroups(parent, tag) {
                 tracing::warn!(error = %e, "cannot remove the cgroup parent");

@@ -17,6 +17,7 @@ mod instance;
 mod instances;
 mod logs;
 mod metrics;
+mod network;
 pub mod policy;
 mod recover;
 mod run;
@@ -86,6 +87,9 @@ pub struct Settings {
     pub pool: policy::PoolConfig,
     /// Most memory all instances together may be limited to (the node memory budget).
     pub memory_budget: u64,
+    /// The network of functions with network access: bridge, subnet, deny list, and this
+    /// server's names for namespaces, veth links and its ownership record.
+    pub network: strata_sandbox::net::NetConfig,
 }
 
 impl Settings {
@@ -132,6 +136,14 @@ impl Settings {
             instance_pids: 256,
             pool: policy::PoolConfig::default(),
             memory_budget: default_memory_budget(),
+            network: strata_sandbox::net::NetConfig {
+                bridge: "strata0".into(),
+                subnet: strata_sandbox::net::DEFAULT_SUBNET,
+                block_private: true,
+                netns_prefix: format!("strata-{tag}-"),
+                veth_prefix: format!("st{}", &tag[..5]),
+                state_file: PathBuf::from(format!("/run/strata/{tag}/network")),
+            },
         }
     }
 }
@@ -190,6 +202,8 @@ pub struct Platform {
     /// What each function resolves to (record, runtime version, resources), so the invocation
     /// path reads no database; cleared whenever a function or runtime changes.
     resolved: std::sync::Mutex<std::collections::HashMap<String, ResolvedFunction>>,
+    /// Instance starts under way.
+    starting: std::sync::atomic::AtomicUsize,
     /// Set once the server is stopping: no instance starts any more.
     shutting_down: std::sync::atomic::AtomicBool,
     /// Wakes the pool loop when a pool instance was taken.
@@ -197,6 +211,8 @@ pub struct Platform {
     /// The last provisioning failure per function, for the invocations waiting on it.
     provision_errors:
         std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, InvokeFailure)>>,
+    /// The function network (set up on first use).
+    network: network::Networking,
 }
 
 impl Platform {
@@ -230,9 +246,11 @@ impl Platform {
             logs,
             init_binary,
             resolved: Default::default(),
+            starting: std::sync::atomic::AtomicUsize::new(0),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             pool_changed: Arc::new(tokio::sync::Notify::new()),
             provision_errors: Default::default(),
+            network: Default::default(),
         }))
     }
 

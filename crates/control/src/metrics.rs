@@ -77,11 +77,11 @@ impl Start {
 pub struct Phases {
     /// Waiting for capacity.
     pub queue: f64,
-    /// Taking a pool instance and specializing it.
+    /// Taking a pool instance and specializing it (code mounted, limits set, the agent told).
     pub specialize: f64,
     /// Starting an instance and its runtime until the handler is loaded.
     pub init: f64,
-    /// From sending the event to the result.
+    /// From sending the event to the result (for a pool hit, including loading the handler).
     pub run: f64,
 }
 

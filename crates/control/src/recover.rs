@@ -13,6 +13,9 @@ pub struct Recovery {
     pub containers: usize,
     /// Leftover cgroups removed.
     pub cgroups: usize,
+    /// Leftover function-network namespaces and veth links removed (the bridge and rules go
+    /// too; they are made again on first use).
+    pub network: usize,
     /// Layer directories no record points at (an interrupted build or removal), deleted.
     pub orphan_layers: usize,
     /// Recorded layers whose directory is missing (should never happen; logged loudly).
@@ -23,7 +26,8 @@ pub struct Recovery {
 
 impl Platform {
     /// Undoes what an earlier process left: mounts under the scratch area, containers and
-    /// cgroups with Strata's prefix, scratch files, and layer directories without a record.
+    /// cgroups with Strata's prefix, the function network's namespaces, links, rules and
+    /// bridge, scratch files, and layer directories without a record.
     pub async fn recover(&self) -> Result<Recovery, ControlError> {
         let mut r = Recovery::default();
         match self.runc.list_ids().await {
@@ -48,6 +52,7 @@ impl Platform {
                 }
             }
         }
+        r.network = self.network_recover().await;
         r.cgroups =
             strata_sandbox::cleanup_cgroups(&self.settings.cgroup_parent, CONTAINER_PREFIX)?;
         self.store.clean_tmp()?;

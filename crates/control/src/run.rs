@@ -103,6 +103,7 @@ impl Platform {
                 no_new_privileges: true,
                 rlimit_nofile: 65_536,
                 slave_binds: vec![],
+                seccomp: strata_sandbox::Seccomp::Default,
             };
             let bundle = scratch.path().join("bundle");
             std::fs::create_dir_all(&bundle)

@@ -124,6 +124,16 @@ pub enum SandboxError {
         /// The system error.
         source: io::Error,
     },
+    /// Mounting a size-capped tmpfs failed.
+    #[error("mounting a {size_bytes}-byte tmpfs at {target:?}: {source}")]
+    Tmpfs {
+        /// The mount point.
+        target: PathBuf,
+        /// Its size cap.
+        size_bytes: u64,
+        /// The system error.
+        source: io::Error,
+    },
     /// Making a directory a shared, propagating mount point failed.
     #[error("making {path:?} a shared mount point: {source}")]
     SharedMount {
@@ -235,6 +245,13 @@ pub enum SandboxError {
         /// The system error.
         source: io::Error,
     },
+    /// Function networking cannot be set up as configured (bridge owned by someone else,
+    /// overlapping subnet, bad names).
+    #[error("function network: {reason}")]
+    Network {
+        /// What is wrong and what would be right.
+        reason: String,
+    },
 }
 
 impl SandboxError {
@@ -255,7 +272,9 @@ impl SandboxError {
                 ErrorKind::InvalidArgument
             }
             SandboxError::BinaryMissing { .. } => ErrorKind::Unavailable,
-            SandboxError::OverlayUnsupported { .. } => ErrorKind::FailedPrecondition,
+            SandboxError::OverlayUnsupported { .. } | SandboxError::Network { .. } => {
+                ErrorKind::FailedPrecondition
+            }
             SandboxError::WriteCgroup { source, .. }
                 if source.kind() == io::ErrorKind::NotFound =>
             {

@@ -18,6 +18,14 @@
 //!   directly (v1, v2 and hybrid hosts), in microseconds; [`memory_usage`] reads its charge.
 //!   [`Runc::state`] and [`Runc::exec`] inspect a running container.
 //!
+//! It gives functions with network access their own network namespace on a host bridge with
+//! NAT egress and a deny list (the host, link-local metadata, other instances, private
+//! ranges): [`net`] plans it (pure) and makes it (`ip`, `nft`).
+//!
+//! It owns two defaults every caller gets unless a plan opts out or an operator overrides:
+//! the seccomp profile of every container ([`Seccomp`], [`default_seccomp_profile`]) and the
+//! list of runc releases known to let a container escape ([`runc_verdict`]).
+//!
 //! It must not decide policy: which layers to stack, which limits, capabilities or network a
 //! container gets, when to start or stop one — callers hand it complete plans. It keeps no
 //! state of its own beyond what runc records under its state root, embeds no OCI runtime (runc
@@ -28,8 +36,11 @@ mod bootstrap;
 mod cgroup;
 mod error;
 pub mod mount;
+pub mod net;
 mod output;
 mod runc;
+mod runc_version;
+mod seccomp;
 mod spec;
 mod user;
 
@@ -38,6 +49,8 @@ pub use cgroup::{cleanup_cgroups, memory_usage, set_limits};
 pub use error::SandboxError;
 pub use output::MAX_LINE_BYTES;
 pub use runc::{ContainerState, RunOutcome, Runc};
+pub use runc_version::{runc_verdict, Cve, Verdict, RUNC_FIXED_RELEASES};
+pub use seccomp::{default_seccomp_profile, Seccomp, SeccompArch};
 pub use spec::{
     build_capabilities, oci_config, validate_container_id, BindMount, ContainerSpec, Limits,
     Network, TmpfsMount, DEFAULT_PATH_ENV,

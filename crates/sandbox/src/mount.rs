@@ -241,6 +241,27 @@ fn read_fs_context_log(fs: std::os::fd::BorrowedFd<'_>) -> String {
     messages.join("; ")
 }
 
+/// Mounts a tmpfs capped at `size_bytes` at `target` (nosuid, nodev). Its pages are charged to
+/// the memory cgroup of whoever writes them, so a container writing to it spends its own
+/// memory limit, never the host's disk.
+pub fn mount_tmpfs(target: &Path, size_bytes: u64, mode: u32) -> Result<(), SandboxError> {
+    let err = |e: io::Error| SandboxError::Tmpfs {
+        target: target.to_path_buf(),
+        size_bytes,
+        source: e,
+    };
+    let data = std::ffi::CString::new(format!("size={size_bytes},mode={mode:o}"))
+        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    mount(
+        "tmpfs",
+        target,
+        "tmpfs",
+        MountFlags::NOSUID | MountFlags::NODEV,
+        data.as_c_str(),
+    )
+    .map_err(|e| err(io::Error::from(e)))
+}
+
 /// Bind-mounts `source` at `target` and makes the new mount read-only. Mounts below `source`
 /// are not carried along.
 pub fn bind_readonly(source: &Path, target: &Path) -> Result<(), SandboxError> {

@@ -74,10 +74,7 @@ impl Runc {
 
     /// The runtime's version, e.g. `1.1.5+ds1`, from `runc --version`.
     pub async fn version(&self) -> Result<String, SandboxError> {
-        let mut cmd = Command::new(&self.binary);
-        cmd.arg("--version");
-        let out = self.output(cmd, "--version").await?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        let text = self.version_output().await?;
         parse_version(&text).ok_or_else(|| SandboxError::RuntimeVersion {
             binary: self.binary.clone(),
             message: format!(
@@ -85,6 +82,15 @@ impl Runc {
                 text.lines().next().unwrap_or_default()
             ),
         })
+    }
+
+    /// The whole output of `runc --version` (version, commit, spec, libseccomp lines), for
+    /// [`crate::runc_verdict`].
+    pub async fn version_output(&self) -> Result<String, SandboxError> {
+        let mut cmd = Command::new(&self.binary);
+        cmd.arg("--version");
+        let out = self.output(cmd, "--version").await?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
     /// Runs a container to its end.

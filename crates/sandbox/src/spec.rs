@@ -6,19 +6,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use crate::error::SandboxError;
+use crate::seccomp::{seccomp_section, Seccomp};
 
 /// The `PATH` every container gets unless its plan says otherwise.
 pub const DEFAULT_PATH_ENV: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// How a container reaches the network.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Network {
     /// Share the host's network namespace (build steps that reach package mirrors).
     Host,
     /// A new network namespace with only a loopback interface.
     Isolated,
+    /// Join an existing network namespace, a bind-mounted nsfs file such as
+    /// `/run/netns/NAME` that the caller made ([`crate::net::attach`]): how a function with
+    /// network access gets its own namespace on Strata's bridge.
+    Join(PathBuf),
 }
 
 /// A host path bind-mounted into the container.
@@ -109,12 +114,17 @@ pub struct ContainerSpec {
     pub no_new_privileges: bool,
     /// Soft and hard `RLIMIT_NOFILE`.
     pub rlimit_nofile: u64,
+    /// The seccomp filter: Strata's default profile unless a plan opts out. Plans written
+    /// before the field existed get the default.
+    #[serde(default)]
+    pub seccomp: Seccomp,
 }
 
 impl ContainerSpec {
     /// A plan with locked-down defaults: root user, isolated network, no capabilities,
     /// `no_new_privs`, writable rootfs, cwd `/`, the standard `PATH`, cgroup parent `strata`,
-    /// 1024 open files, no limits. Callers adjust fields from there.
+    /// 1024 open files, no limits, the default seccomp profile. Callers adjust fields from
+    /// there.
     pub fn new(id: impl Into<String>, rootfs: impl Into<PathBuf>, args: Vec<String>) -> Self {
         ContainerSpec {
             id: id.into(),
@@ -136,6 +146,7 @@ impl ContainerSpec {
             cgroup_parent: "strata".to_string(),
             no_new_privileges: true,
             rlimit_nofile: 1024,
+            seccomp: Seccomp::Default,
         }
     }
 
@@ -192,6 +203,13 @@ impl ContainerSpec {
                 return Err(invalid(format!(
                     "bind mount {:?} -> {:?} needs absolute source and destination",
                     b.source, b.destination
+                )));
+            }
+        }
+        if let Network::Join(path) = &self.network {
+            if !path.is_absolute() {
+                return Err(invalid(format!(
+                    "network namespace {path:?} must be an absolute path"
                 )));
             }
         }
@@ -377,8 +395,12 @@ pub fn oci_config(spec: &ContainerSpec) -> Value {
         json!({"type": "uts"}),
         json!({"type": "mount"}),
     ];
-    if spec.network == Network::Isolated {
-        namespaces.push(json!({"type": "network"}));
+    match &spec.network {
+        Network::Host => {}
+        Network::Isolated => namespaces.push(json!({"type": "network"})),
+        Network::Join(path) => namespaces.push(json!({
+            "type": "network", "path": path.to_string_lossy(),
+        })),
     }
 
     let mut resources = serde_json::Map::new();
@@ -398,7 +420,7 @@ pub fn oci_config(spec: &ContainerSpec) -> Value {
         resources.insert("pids".into(), json!({ "limit": pids }));
     }
 
-    json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": process,
         "root": { "path": spec.rootfs.to_string_lossy(), "readonly": spec.readonly_rootfs },
@@ -411,7 +433,11 @@ pub fn oci_config(spec: &ContainerSpec) -> Value {
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
         },
-    })
+    });
+    if let Some(profile) = seccomp_section(spec.seccomp) {
+        config["linux"]["seccomp"] = profile;
+    }
+    config
 }
 
 /// An OCI bind mount entry: `rbind`, then `propagation`, then `ro` if asked, `nosuid`, `nodev`.
@@ -510,6 +536,26 @@ mod tests {
     }
 
     #[test]
+    fn joined_network_namespace_has_a_path() {
+        let mut s = ContainerSpec::new("c", "/r", vec!["true".into()]);
+        s.network = Network::Join("/run/netns/strata-x-0123456789abcdef".into());
+        assert!(s.validate().is_ok());
+        let v = oci_config(&s);
+        let nets: Vec<&Value> = v["linux"]["namespaces"]
+            .as_array()
+            .expect("namespaces")
+            .iter()
+            .filter(|n| n["type"] == "network")
+            .collect();
+        assert_eq!(
+            nets,
+            [&json!({"type": "network", "path": "/run/netns/strata-x-0123456789abcdef"})]
+        );
+        s.network = Network::Join("relative/netns".into());
+        assert!(s.validate().is_err());
+    }
+
+    #[test]
     fn slave_binds_are_rslave_and_come_after_binds() {
         let mut s = ContainerSpec::new("c", "/r", vec!["true".into()]);
         s.binds.push(BindMount {
@@ -547,6 +593,22 @@ mod tests {
         v.as_object_mut().expect("object").remove("slave_binds");
         let back: ContainerSpec = serde_json::from_value(v).expect("older plans still parse");
         assert_eq!(back, s);
+    }
+
+    #[test]
+    fn seccomp_is_the_default_profile_unless_unconfined() {
+        let mut s = ContainerSpec::new("c", "/r", vec!["true".into()]);
+        let v = oci_config(&s);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        s.seccomp = Seccomp::Unconfined;
+        let v = oci_config(&s);
+        assert!(v["linux"].get("seccomp").is_none(), "{}", v["linux"]);
+
+        // Plans written before the field existed get the default profile.
+        let mut old = serde_json::to_value(&s).expect("serializes");
+        old.as_object_mut().expect("object").remove("seccomp");
+        let back: ContainerSpec = serde_json::from_value(old).expect("parses");
+        assert_eq!(back.seccomp, Seccomp::Default);
     }
 
     #[test]

@@ -3,20 +3,34 @@
 //! The expected configs live in `tests/fixtures/*.json`. After an intended change, regenerate
 //! them with `UPDATE_GOLDEN=1 cargo test -p strata-sandbox --test oci_golden` and review the
 //! diff by eye.
+//!
+//! The default seccomp profile is long and the same in every config, so it is checked once, in
+//! `tests/fixtures/seccomp_default_<arch>.json`, and the configs show a marker in its place.
 
 use std::path::{Path, PathBuf};
 
 use strata_sandbox::{
-    build_capabilities, oci_config, BindMount, ContainerSpec, Limits, Network, TmpfsMount,
+    build_capabilities, default_seccomp_profile, oci_config, BindMount, ContainerSpec, Limits,
+    Network, Seccomp, SeccompArch, TmpfsMount,
 };
 
+/// What the configs' fixtures show instead of the default seccomp profile.
+const DEFAULT_PROFILE_MARKER: &str = "<default seccomp profile: seccomp_default_<arch>.json>";
+
 fn check_golden(name: &str, spec: &ContainerSpec) {
-    let actual = oci_config(spec);
+    let mut actual = oci_config(spec);
+    if actual["linux"]["seccomp"] == default_seccomp_profile(SeccompArch::host()) {
+        actual["linux"]["seccomp"] = DEFAULT_PROFILE_MARKER.into();
+    }
+    check_golden_value(name, &actual);
+}
+
+fn check_golden_value(name: &str, actual: &serde_json::Value) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
         .join(format!("{name}.json"));
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
-        let mut text = serde_json::to_string_pretty(&actual).expect("serializes");
+        let mut text = serde_json::to_string_pretty(actual).expect("serializes");
         text.push('\n');
         std::fs::write(&path, text).expect("write golden file");
         eprintln!("updated {}", path.display());
@@ -31,7 +45,7 @@ fn check_golden(name: &str, spec: &ContainerSpec) {
     let expected: serde_json::Value =
         serde_json::from_str(&expected_text).expect("golden file is JSON");
     assert_eq!(
-        actual,
+        *actual,
         expected,
         "oci_config({name}) changed; if intended, rerun with UPDATE_GOLDEN=1 and review {}",
         path.display()
@@ -79,6 +93,7 @@ fn build_step() -> ContainerSpec {
         cgroup_parent: "strata".into(),
         no_new_privileges: false,
         rlimit_nofile: 65536,
+        seccomp: Seccomp::Default,
     }
 }
 
@@ -127,6 +142,7 @@ fn instance() -> ContainerSpec {
         cgroup_parent: "strata/instances".into(),
         no_new_privileges: true,
         rlimit_nofile: 1024,
+        seccomp: Seccomp::Default,
     }
 }
 
@@ -163,6 +179,25 @@ fn golden_minimal_defaults() {
     check_golden(
         "minimal",
         &ContainerSpec::new("strata-t-1", "/rootfs", vec!["true".into()]),
+    );
+}
+
+#[test]
+fn golden_unconfined_has_no_seccomp() {
+    let mut spec = ContainerSpec::new("strata-t-1", "/rootfs", vec!["true".into()]);
+    spec.seccomp = Seccomp::Unconfined;
+    check_golden("unconfined", &spec);
+}
+
+#[test]
+fn golden_seccomp_default_profile() {
+    check_golden_value(
+        "seccomp_default_x86_64",
+        &default_seccomp_profile(SeccompArch::X86_64),
+    );
+    check_golden_value(
+        "seccomp_default_aarch64",
+        &default_seccomp_profile(SeccompArch::Aarch64),
     );
 }
 

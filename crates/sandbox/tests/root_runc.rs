@@ -16,7 +16,7 @@ use strata_sandbox::mount::{
 };
 use strata_sandbox::{
     cleanup_cgroups, debootstrap_tar, host_user_lookup, memory_usage, set_limits, BindMount,
-    ContainerSpec, Limits, Network, RunOutcome, Runc, SandboxError, Stream,
+    ContainerSpec, Limits, Network, RunOutcome, Runc, SandboxError, Seccomp, Stream,
 };
 use strata_types::ErrorKind;
 
@@ -1034,5 +1034,83 @@ async fn root_set_limits_resizes_a_running_container() {
     eprintln!("set_limits: {per:?} per call over {rounds} calls (alternating cut and raise)");
 
     stop_detached(&f, &spec.id, task).await;
+    f.finish().await;
+}
+
+/// Runs a plan that must exit 0 and returns its stdout and stderr lines.
+async fn output_of(f: &Fixture, spec: &ContainerSpec) -> Vec<String> {
+    let (result, lines) = f.run(spec, Some(Duration::from_secs(30))).await;
+    let outcome = result.expect("run");
+    assert_eq!(outcome.exit_code, 0, "{lines:?}");
+    lines.into_iter().map(|(_, l)| l).collect()
+}
+
+#[tokio::test]
+async fn root_default_seccomp_profile_blocks_namespaces_and_mounts() {
+    skip_unless_ready!(
+        "root_default_seccomp_profile_blocks_namespaces_and_mounts",
+        true
+    );
+    let f = Fixture::new("seccomp");
+    f.mount_rootfs();
+    // CAP_SYS_ADMIN on top of the build set, so that what stops `mount` is the filter and
+    // not a missing capability.
+    let script = "grep '^Seccomp:' /proc/self/status; \
+        unshare -r true 2>&1; echo userns=$?; \
+        unshare -rm true 2>&1; echo userns-mountns=$?; \
+        unshare -m true 2>&1; echo mountns=$?; \
+        mount -t tmpfs x /mnt 2>&1; echo mount=$?; \
+        ls / >/dev/null; echo ls=$?; \
+        sh -c 'sleep 0 & wait $!'; echo fork=$?; \
+        chroot / true; echo chroot=$?; \
+        perl -e 'my $p = fork(); if ($p == 0) { exec(\"true\") } waitpid($p, 0); print \"perl=$?\\n\"'; \
+        perl -e 'for ([clone3 => 435], [io_uring_setup => 425], [ptrace => 101], [keyctl => 250]) { \
+            $! = 0; syscall($_->[1], 0, 0, 0, 0); print \"$_->[0]=\", $! + 0, \"\\n\" }'";
+    let mut spec = f.spec(&["sh", "-c", script]);
+    spec.capabilities = strata_sandbox::build_capabilities();
+    spec.capabilities.push("CAP_SYS_ADMIN".into());
+    assert_eq!(
+        spec.seccomp,
+        Seccomp::Default,
+        "the default plan is filtered"
+    );
+
+    let out = output_of(&f, &spec).await;
+    eprintln!("default profile: {out:?}");
+    let text = out.join("\n");
+    assert_eq!(
+        out[0].split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "2"]
+    );
+    for blocked in ["userns=1", "userns-mountns=1", "mountns=1", "mount=32"] {
+        assert!(out.iter().any(|l| l == blocked), "{blocked} in {out:?}");
+    }
+    assert!(
+        out.iter()
+            .filter(|l| l.contains("unshare failed: Operation not permitted"))
+            .count()
+            == 3,
+        "{text}"
+    );
+    assert!(text.contains("permission denied"), "{text}");
+    // clone3 and io_uring look unimplemented (ENOSYS), the rest is refused (EPERM).
+    for errno in ["clone3=38", "io_uring_setup=38", "ptrace=1", "keyctl=1"] {
+        assert!(out.iter().any(|l| l == errno), "{errno} in {out:?}");
+    }
+    for works in ["ls=0", "fork=0", "chroot=0", "perl=0"] {
+        assert!(out.iter().any(|l| l == works), "{works} in {out:?}");
+    }
+
+    // Unconfined: no filter, and the same calls get through.
+    spec.seccomp = Seccomp::Unconfined;
+    let out = output_of(&f, &spec).await;
+    eprintln!("unconfined: {out:?}");
+    assert_eq!(
+        out[0].split_whitespace().collect::<Vec<_>>(),
+        ["Seccomp:", "0"]
+    );
+    for passes in ["userns-mountns=0", "mountns=0", "mount=0", "ls=0", "fork=0"] {
+        assert!(out.iter().any(|l| l == passes), "{passes} in {out:?}");
+    }
     f.finish().await;
 }

@@ -4,6 +4,7 @@
 //! destination root one component at a time with `O_NOFOLLOW`, so no entry can make Strata write
 //! through a symlink or outside the destination, whatever the archive contains.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::fs::File;
@@ -11,6 +12,8 @@ use std::io::{self, BufReader, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use flate2::read::MultiGzDecoder;
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags};
@@ -84,6 +87,184 @@ const WH_META_PREFIX: &[u8] = b".wh..wh.";
 const WH_OPAQUE: &[u8] = b".wh..wh..opq";
 const CAPABILITY_PAX: &[u8] = b"SCHILY.xattr.security.capability";
 
+/// Most bytes the tar reader may consume between two entries: the previous entry's padding,
+/// headers, GNU long names and links, PAX records and GNU sparse maps. The tar reader holds long
+/// names and PAX records in memory whole, so a header claiming gigabytes would otherwise be read
+/// into memory before any limit is checked.
+pub const MAX_ENTRY_METADATA_BYTES: u64 = 1 << 20;
+
+/// Longest path the kernel resolves (`PATH_MAX`, terminating NUL included).
+const PATH_MAX: usize = 4096;
+/// Longest name of one path component (`NAME_MAX`).
+const NAME_MAX: usize = 255;
+/// Room kept below `PATH_MAX` for the tree's final home: a staged layer or code tree is renamed
+/// to a longer path (`layers/<64 hex>`) and walked by path afterwards.
+const PATH_HEADROOM: usize = 256;
+
+/// Why [`extract_tar`] rejected an untrusted layer or root filesystem tar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// An empty name, a NUL byte, a `..` climbing above the root, or a non-directory naming the
+    /// root.
+    Path,
+    /// An entry below a symlink or a non-directory.
+    Parent,
+    /// A link without a valid target, or a hardlink to anything but an already extracted regular
+    /// file.
+    Link,
+    /// An impossible whiteout, or a `.wh.` name where whiteouts are not allowed.
+    Whiteout,
+    /// A 0:0 character device, invalid device numbers or an unknown entry type.
+    EntryType,
+    /// An unreadable mode, mtime, owner or PAX record.
+    Header,
+    /// A truncated or corrupt stream.
+    Corrupt,
+    /// More entries than [`Limits::max_entries`].
+    TooManyEntries,
+    /// A file over [`Limits::max_file_bytes`].
+    FileTooLarge,
+    /// More content than [`Limits::max_bytes`].
+    TotalTooLarge,
+    /// A name or link target over [`Limits::max_path_len`].
+    PathTooLong,
+    /// Headers, long names, PAX records or ignored entry content over
+    /// [`MAX_ENTRY_METADATA_BYTES`].
+    MetadataTooLarge,
+    /// Data after a layer's end-of-archive marker beyond record padding.
+    TrailingData,
+}
+
+impl RejectReason {
+    /// Every reason, in the order [`rejected_counts`] reports them.
+    pub const ALL: [RejectReason; 13] = [
+        RejectReason::Path,
+        RejectReason::Parent,
+        RejectReason::Link,
+        RejectReason::Whiteout,
+        RejectReason::EntryType,
+        RejectReason::Header,
+        RejectReason::Corrupt,
+        RejectReason::TooManyEntries,
+        RejectReason::FileTooLarge,
+        RejectReason::TotalTooLarge,
+        RejectReason::PathTooLong,
+        RejectReason::MetadataTooLarge,
+        RejectReason::TrailingData,
+    ];
+
+    /// A stable snake_case name, usable as a metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectReason::Path => "path",
+            RejectReason::Parent => "parent",
+            RejectReason::Link => "link",
+            RejectReason::Whiteout => "whiteout",
+            RejectReason::EntryType => "entry_type",
+            RejectReason::Header => "header",
+            RejectReason::Corrupt => "corrupt",
+            RejectReason::TooManyEntries => "too_many_entries",
+            RejectReason::FileTooLarge => "file_too_large",
+            RejectReason::TotalTooLarge => "total_too_large",
+            RejectReason::PathTooLong => "path_too_long",
+            RejectReason::MetadataTooLarge => "metadata_too_large",
+            RejectReason::TrailingData => "trailing_data",
+        }
+    }
+
+    /// The reason for an extraction error; `None` for failures that are not the archive's fault
+    /// (disk, permissions).
+    pub(crate) fn of(e: &StoreError) -> Option<RejectReason> {
+        Some(match e {
+            StoreError::ReadArchive { .. } | StoreError::UnsupportedCompression { .. } => {
+                RejectReason::Corrupt
+            }
+            StoreError::LimitExceeded { limit, .. } => match *limit {
+                "entry count" => RejectReason::TooManyEntries,
+                "file size" => RejectReason::FileTooLarge,
+                "total size" => RejectReason::TotalTooLarge,
+                "entry metadata size" | "unread entry data" => RejectReason::MetadataTooLarge,
+                "trailing data" => RejectReason::TrailingData,
+                _ => RejectReason::PathTooLong,
+            },
+            // The messages are all written in this module; the order matters ("a 0:0 character
+            // device is an overlay whiteout" is an entry type problem).
+            StoreError::UnsafeEntry { reason, .. } => {
+                if reason.contains("device") || reason.contains("entry type") {
+                    RejectReason::EntryType
+                } else if reason.contains("in header") {
+                    RejectReason::Header
+                } else if reason.starts_with("parent ") {
+                    RejectReason::Parent
+                } else if reason.contains("link") {
+                    RejectReason::Link
+                } else if reason.contains("whiteout") || reason.contains(".wh.") {
+                    RejectReason::Whiteout
+                } else {
+                    RejectReason::Path
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+static REJECTED: [AtomicU64; RejectReason::ALL.len()] =
+    [const { AtomicU64::new(0) }; RejectReason::ALL.len()];
+
+/// How many tars [`extract_tar`] (and so image import) rejected in this process, per reason
+/// (every reason listed, zeros included), e.g. `("link", 2)`.
+pub fn rejected_counts() -> Vec<(&'static str, u64)> {
+    RejectReason::ALL
+        .iter()
+        .map(|r| (r.as_str(), REJECTED[*r as usize].load(Ordering::Relaxed)))
+        .collect()
+}
+
+/// Counts a rejection of an untrusted tar.
+pub(crate) fn record(reason: RejectReason) {
+    REJECTED[reason as usize].fetch_add(1, Ordering::Relaxed);
+}
+
+/// Shared state of a [`Metered`] reader: how many bytes may still be read, when armed.
+#[derive(Default)]
+struct Meter {
+    left: Cell<Option<u64>>,
+    tripped: Cell<bool>,
+}
+
+impl Meter {
+    fn arm(&self, max: u64) {
+        self.left.set(Some(max));
+    }
+
+    fn disarm(&self) {
+        self.left.set(None);
+    }
+}
+
+/// Fails reads beyond the budget while its [`Meter`] is armed.
+struct Metered<'r> {
+    inner: &'r mut dyn Read,
+    meter: Rc<Meter>,
+}
+
+impl Read for Metered<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(left) = self.meter.left.get() else {
+            return self.inner.read(buf);
+        };
+        if left == 0 && !buf.is_empty() {
+            self.meter.tripped.set(true);
+            return Err(io::Error::other("entry headers exceed the metadata cap"));
+        }
+        let max = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..max])?;
+        self.meter.left.set(Some(left - n as u64));
+        Ok(n)
+    }
+}
+
 /// Extracts an untrusted tar stream into `dest` (an empty dir) without ever writing outside it.
 ///
 /// Names are normalized (leading `/` and `./` dropped, so absolute names land inside `dest`);
@@ -95,6 +276,12 @@ const CAPABILITY_PAX: &[u8] = b"SCHILY.xattr.security.capability";
 /// `security.capability` xattr (from PAX `SCHILY.xattr.*`) are applied without following
 /// symlinks; directory metadata is applied last. Directories the archive does not list get mode
 /// 0755 and mtime 0, so the same archive always yields the same tree digest.
+///
+/// Memory and work stay bounded whatever the headers claim: the headers, GNU long names and PAX
+/// records of one entry, and content a non-file entry claims, are capped at
+/// [`MAX_ENTRY_METADATA_BYTES`]; a name with a component over 255 bytes, or whose full path
+/// would come within 256 bytes of `PATH_MAX`, is refused. Rejections are counted by reason
+/// ([`rejected_counts`]).
 pub fn extract_tar(
     reader: &mut dyn Read,
     dest: &Path,
@@ -107,7 +294,15 @@ pub fn extract_tar(
         check: &mut accept_all,
         xattrs: true,
     };
-    extract_tar_with(reader, dest, whiteouts, opts, limits, &mut hooks)
+    let result = extract_tar_with(reader, dest, whiteouts, opts, limits, &mut hooks);
+    if let Err(e) = &result {
+        if let Some(reason) = RejectReason::of(e) {
+            record(reason);
+            tracing::info!(dest = %dest.display(), reason = reason.as_str(), error = %e,
+                "rejected tar");
+        }
+    }
+    result
 }
 
 /// What an entry is, as seen by an [`Hooks::check`] before it is extracted.
@@ -150,12 +345,32 @@ pub(crate) fn extract_tar_with(
 ) -> Result<ApplyStats, StoreError> {
     let mut x = Extractor::new(dest, whiteouts, opts, limits)?;
     x.xattrs = hooks.xattrs;
-    let mut archive = tar::Archive::new(reader);
-    let entries = archive
+    let meter = Rc::new(Meter::default());
+    let mut archive = tar::Archive::new(Metered {
+        inner: reader,
+        meter: meter.clone(),
+    });
+    let mut entries = archive
         .entries()
         .map_err(|source| StoreError::ReadArchive { source })?;
-    for item in entries {
-        let mut entry = item.map_err(|source| StoreError::ReadArchive { source })?;
+    loop {
+        // Between two entries the tar reader consumes only headers, padding, GNU long names and
+        // PAX records; it holds the last two in memory whole, so they are metered.
+        meter.arm(MAX_ENTRY_METADATA_BYTES);
+        let item = entries.next();
+        meter.disarm();
+        let Some(item) = item else { break };
+        let mut entry = item.map_err(|source| {
+            if meter.tripped.get() {
+                StoreError::LimitExceeded {
+                    entry: "(entry headers)".into(),
+                    limit: "entry metadata size",
+                    max: MAX_ENTRY_METADATA_BYTES,
+                }
+            } else {
+                StoreError::ReadArchive { source }
+            }
+        })?;
         x.stats.entries += 1;
         if x.stats.entries > limits.max_entries {
             return Err(StoreError::LimitExceeded {
@@ -188,6 +403,7 @@ pub(crate) fn extract_tar_with(
             })?;
         }
         x.apply(&mut entry)?;
+        x.skip_rest(&mut entry)?;
     }
     x.finish_dirs()?;
     Ok(x.stats)
@@ -306,6 +522,8 @@ impl EntryMeta {
 
 pub(crate) struct Extractor<'a> {
     root: OwnedFd,
+    /// Length of the destination's path, to keep every extracted path below `PATH_MAX`.
+    dest_len: usize,
     whiteouts: Whiteouts,
     opts: &'a ExtractOptions,
     limits: &'a Limits,
@@ -334,6 +552,7 @@ impl<'a> Extractor<'a> {
         .map_err(|e| StoreError::io("open extraction root", dest, e.into()))?;
         Ok(Extractor {
             root,
+            dest_len: dest.as_os_str().len(),
             whiteouts,
             opts,
             limits,
@@ -345,9 +564,51 @@ impl<'a> Extractor<'a> {
         })
     }
 
+    /// Refuses a name the kernel could not resolve below the destination: a component over
+    /// `NAME_MAX` bytes, or a full path (destination included) within [`PATH_HEADROOM`] of
+    /// `PATH_MAX`, which would later fail every path-based walk of the tree.
+    fn check_path(&self, name: &str, comps: &[Vec<u8>]) -> Result<(), StoreError> {
+        if comps.iter().any(|c| c.len() > NAME_MAX) {
+            return Err(StoreError::LimitExceeded {
+                entry: name.to_string(),
+                limit: "name component length",
+                max: NAME_MAX as u64,
+            });
+        }
+        let len = comps.iter().map(|c| c.len() + 1).sum::<usize>();
+        let max = PATH_MAX.saturating_sub(PATH_HEADROOM + self.dest_len + 1);
+        if len > max {
+            return Err(StoreError::LimitExceeded {
+                entry: name.to_string(),
+                limit: "path length below the destination",
+                max: max as u64,
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes of file content written so far.
     pub(crate) fn written(&self) -> u64 {
         self.written
+    }
+
+    /// Reads and discards whatever `entry` holds that extracting it did not read (directories,
+    /// links and special files may claim content): at most [`MAX_ENTRY_METADATA_BYTES`], so a
+    /// header claiming gigabytes of ignored content is refused instead of decompressed.
+    fn skip_rest<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<(), StoreError> {
+        let n = io::copy(
+            &mut entry.take(MAX_ENTRY_METADATA_BYTES + 1),
+            &mut io::sink(),
+        )
+        .map_err(|source| StoreError::ReadArchive { source })?;
+        if n > MAX_ENTRY_METADATA_BYTES {
+            return Err(StoreError::LimitExceeded {
+                entry: lossy(&entry.path_bytes()),
+                limit: "unread entry data",
+                max: MAX_ENTRY_METADATA_BYTES,
+            });
+        }
+        Ok(())
     }
 
     /// Creates directory `comps` (mode `mode`, mtime `mtime`, applied by [`Self::finish_dirs`]).
@@ -358,6 +619,7 @@ impl<'a> Extractor<'a> {
         mode: u32,
         mtime: i64,
     ) -> Result<(), StoreError> {
+        self.check_path(name, comps)?;
         let meta = EntryMeta::plain(mode, mtime);
         self.directory(name, comps, meta)
     }
@@ -373,6 +635,7 @@ impl<'a> Extractor<'a> {
         mode: u32,
         mtime: i64,
     ) -> Result<u64, StoreError> {
+        self.check_path(name, comps)?;
         let Some((base, parents)) = comps.split_last() else {
             return Err(StoreError::UnsafeEntry {
                 entry: name.to_string(),
@@ -397,6 +660,7 @@ impl<'a> Extractor<'a> {
         comps: &[Vec<u8>],
         mtime: i64,
     ) -> Result<(), StoreError> {
+        self.check_path(name, comps)?;
         let Some((base, parents)) = comps.split_last() else {
             return Err(StoreError::UnsafeEntry {
                 entry: name.to_string(),
@@ -435,6 +699,7 @@ impl<'a> Extractor<'a> {
             });
         }
         let comps = normalize(&raw).map_err(|r| reject(&r))?;
+        self.check_path(&name, &comps)?;
         let meta = self.entry_meta(entry, &name)?;
 
         if let Some((base, parents)) = comps.split_last() {
@@ -1005,7 +1270,8 @@ impl<'a> Extractor<'a> {
         if target.contains(&0) {
             return Err(reject("NUL byte in link target"));
         }
-        if target.len() > self.limits.max_path_len {
+        // symlinkat refuses targets of PATH_MAX bytes or more.
+        if target.len() > self.limits.max_path_len.min(PATH_MAX - 1) {
             return Err(StoreError::LimitExceeded {
                 entry: name.to_string(),
                 limit: "link target length",
@@ -1106,6 +1372,86 @@ mod tests {
             err,
             Some(StoreError::UnsupportedCompression { format: "zstd" })
         ));
+    }
+
+    #[test]
+    fn rejections_are_classified_and_counted() {
+        let unsafe_entry = |reason: &str| StoreError::UnsafeEntry {
+            entry: "e".into(),
+            reason: reason.into(),
+        };
+        let limit = |limit: &'static str| StoreError::LimitExceeded {
+            entry: "e".into(),
+            limit,
+            max: 1,
+        };
+        let cases = [
+            (unsafe_entry("`..` climbs above the archive root"), "path"),
+            (unsafe_entry("empty name"), "path"),
+            (unsafe_entry("parent \"l\" is a symlink"), "parent"),
+            (
+                unsafe_entry("hardlink target \"s\" is not a regular file"),
+                "link",
+            ),
+            (unsafe_entry("link without a target"), "link"),
+            (
+                unsafe_entry("a whiteout name cannot be a directory"),
+                "whiteout",
+            ),
+            (
+                unsafe_entry("whiteout of an empty name, `.` or `..`"),
+                "whiteout",
+            ),
+            (
+                unsafe_entry("a 0:0 character device is an overlay whiteout; layers must use"),
+                "entry_type",
+            ),
+            (unsafe_entry("unsupported entry type 'Z'"), "entry_type"),
+            (unsafe_entry("invalid mode in header: x"), "header"),
+            (limit("entry count"), "too_many_entries"),
+            (limit("file size"), "file_too_large"),
+            (limit("total size"), "total_too_large"),
+            (limit("name length"), "path_too_long"),
+            (limit("name component length"), "path_too_long"),
+            (limit("entry metadata size"), "metadata_too_large"),
+            (limit("unread entry data"), "metadata_too_large"),
+            (limit("trailing data"), "trailing_data"),
+        ];
+        for (e, want) in cases {
+            assert_eq!(
+                RejectReason::of(&e).map(RejectReason::as_str),
+                Some(want),
+                "{e}"
+            );
+        }
+        let internal = StoreError::io("write", "/x", io::Error::other("disk"));
+        assert_eq!(RejectReason::of(&internal), None);
+
+        let names: Vec<&str> = rejected_counts().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), RejectReason::ALL.len());
+        let before = rejected_counts();
+        record(RejectReason::Whiteout);
+        let after = rejected_counts();
+        let i = names.iter().position(|n| *n == "whiteout").expect("listed");
+        assert!(after[i].1 > before[i].1);
+    }
+
+    #[test]
+    fn metered_reader_trips_past_its_budget() {
+        let meter = Rc::new(Meter::default());
+        let mut src = io::repeat(7).take(10_000);
+        let mut r = Metered {
+            inner: &mut src,
+            meter: meter.clone(),
+        };
+        let mut buf = [0u8; 4096];
+        meter.arm(5000);
+        assert_eq!(r.read(&mut buf).expect("within budget"), 4096);
+        assert_eq!(r.read(&mut buf).expect("rest of budget"), 904);
+        assert!(r.read(&mut buf).is_err());
+        assert!(meter.tripped.get());
+        meter.disarm();
+        assert_eq!(r.read(&mut buf).expect("unmetered"), 4096);
     }
 
     #[test]

@@ -262,6 +262,8 @@ impl RejectReason {
                 "entry count" => RejectReason::TooManyEntries,
                 "file size" => RejectReason::FileTooLarge,
                 "total size" => RejectReason::UnpackedTooLarge,
+                // A directory, link or device entry claiming content it cannot have.
+                "unread entry data" => RejectReason::Corrupt,
                 "archive size" => RejectReason::ArchiveTooLarge,
                 "compression ratio" => RejectReason::CompressionRatio,
                 "path depth" => RejectReason::TooDeep,

@@ -44,6 +44,9 @@ pub struct ImportedImage {
 const MAX_JSON_BYTES: u64 = 16 << 20;
 /// How many symlinks inside an archive are followed to find a member.
 const MAX_LINK_HOPS: usize = 16;
+/// Most bytes a layer may hold after its tar end-of-archive marker: record padding (GNU tar pads
+/// to 10 KiB records by default), never content.
+const MAX_TRAILING_BYTES: u64 = 1 << 20;
 
 const INDEX_MEDIA_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -679,9 +682,22 @@ impl Ctx<'_> {
             &Limits::default(),
         )?;
         report_skipped(&stats.skipped, progress);
-        // The digests cover every byte, including the tar's end padding.
-        io::copy(&mut tar, &mut io::sink()).map_err(|source| StoreError::ReadArchive { source })?;
+        // The digests cover every byte, including the tar's end padding; anything longer than
+        // padding is refused rather than decompressed without bound.
+        let trailing = io::copy(
+            &mut (&mut tar).take(MAX_TRAILING_BYTES + 1),
+            &mut io::sink(),
+        )
+        .map_err(|source| StoreError::ReadArchive { source })?;
         drop(tar);
+        if trailing > MAX_TRAILING_BYTES {
+            archive::record(archive::RejectReason::TrailingData);
+            return Err(StoreError::LimitExceeded {
+                entry: format!("{what} ({name})"),
+                limit: "trailing data",
+                max: MAX_TRAILING_BYTES,
+            });
+        }
         let (blob_digest, blob_size) = finish(&blob_state);
         if blob_size != member.size {
             return Err(self.index.invalid(format!("{what} ({name}) is truncated")));

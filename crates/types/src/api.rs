@@ -267,9 +267,15 @@ pub struct FunctionConfig {
     /// Volumes.
     #[serde(default)]
     pub volumes: Vec<VolumeMount>,
-    /// Give instances the host's network instead of loopback only.
+    /// Give instances outbound network access (their own namespace on the server's bridge,
+    /// NAT egress, no host, link-local, private or instance addresses) instead of loopback
+    /// only.
     #[serde(default)]
     pub network: bool,
+    /// Whether the HTTP trigger (`ANY /fn/NAME/...`) answers without the bearer token. Private
+    /// (false) by default: the trigger then needs the token like the API.
+    #[serde(default)]
+    pub public: bool,
     /// Scaling: warm minimum, maximum, concurrency per instance, idle timeout, queue.
     #[serde(default)]
     pub scaling: Scaling,
@@ -357,6 +363,9 @@ pub struct FunctionUpdate {
     /// Change network access.
     #[serde(default)]
     pub network: Option<bool>,
+    /// Make the HTTP trigger public (no token) or private.
+    #[serde(default)]
+    pub public: Option<bool>,
     /// Change scaling.
     #[serde(default)]
     pub scaling: ScalingUpdate,
@@ -393,8 +402,11 @@ pub struct FunctionInfo {
     pub secret_env: Vec<String>,
     /// Volumes.
     pub volumes: Vec<VolumeMount>,
-    /// Host network access.
+    /// Outbound network access (NAT egress from the instance's own namespace).
     pub network: bool,
+    /// Whether the HTTP trigger answers without the bearer token.
+    #[serde(default)]
+    pub public: bool,
     /// Scaling.
     pub scaling: Scaling,
     /// Content digest of the code.

@@ -16,15 +16,23 @@ Deferred start (generic instances kept warm before any function needs them): wit
 becomes `$LAMBDA_TASK_ROOT` (default /var/task), and it goes on exactly as a direct start with
 that handler.
 
-Standard library only, and only the modules it needs, so that start-up stays short.
+Standard library only, and only the modules it needs, so that start-up stays short: the Runtime
+API is plain HTTP/1.1 on a local address, spoken by the small client below over a socket rather
+than by `http.client`, whose imports (`email.parser`, `ssl`, …) cost more than half of the start-up.
+`traceback` is imported only when an error is reported.
 """
 
-import http.client
 import importlib
 import json
 import os
 import sys
 import time
+
+try:
+    # The C module behind `socket`: the wrapper's imports (enum, selectors, array) are not needed.
+    import _socket as _sock
+except ImportError:  # pragma: no cover - an interpreter without it
+    import socket as _sock
 
 API = "/2018-06-01/runtime"
 SPECIALIZATION = "/2018-06-01/strata/specialization"
@@ -44,6 +52,318 @@ class Fault(Exception):
 
 
 # --------------------------------------------------------------------------------------------
+# HTTP/1.1 client (plain HTTP: the Runtime API is on a local address; no TLS, no proxies)
+
+_MAX_LINE = 65536  # longest status, header or chunk-size line (as http.client)
+_MAX_HEADERS = 100  # most header fields in a response head (as http.client)
+_RECV_SIZE = 65536
+
+
+class HTTPError(Exception):
+    """The Runtime API's answer was not valid HTTP/1.1, or a request could not be written."""
+
+
+class Headers:
+    """The header fields of a response. `get` and `[]` are case-insensitive and give the first
+    value of a field (None when absent); `get_all` gives every value, in order."""
+
+    __slots__ = ("fields", "_first")
+
+    def __init__(self, fields):
+        self.fields = fields  # [(name, value)], as received
+        first = {}
+        for name, value in fields:
+            first.setdefault(name.lower(), value)
+        self._first = first
+
+    def get(self, name, default=None):
+        return self._first.get(name.lower(), default)
+
+    def __getitem__(self, name):
+        return self._first.get(name.lower())
+
+    def __contains__(self, name):
+        return name.lower() in self._first
+
+    def get_all(self, name):
+        name = name.lower()
+        return [value for field, value in self.fields if field.lower() == name]
+
+    def items(self):
+        return list(self.fields)
+
+    def __len__(self):
+        return len(self.fields)
+
+    def __repr__(self):
+        return "Headers(%r)" % (self.fields,)
+
+
+def _split_address(address):
+    """`host:port`, `[v6]:port` or `host` (port 80), as http.client reads them."""
+    host, port = address, 80
+    colon, bracket = address.rfind(":"), address.rfind("]")
+    if colon > bracket:
+        digits = address[colon + 1:]
+        if digits:
+            if not digits.isdigit() or not digits.isascii():
+                raise HTTPError("nonnumeric port: '%s'" % digits)
+            port = int(digits)
+        host = address[:colon]
+    if host[:1] == "[" and host[-1:] == "]":
+        host = host[1:-1]
+    return host, port
+
+
+def _is_hex(text):
+    return 0 < len(text) <= 16 and all(c in b"0123456789abcdefABCDEF" for c in text)
+
+
+class HTTPConnection:
+    """One persistent (keep-alive) HTTP/1.1 connection, opened on first use and reopened after the
+    server closed it. Blocking, no timeout: a long poll waits as long as it must."""
+
+    def __init__(self, address):
+        self.host, self.port = _split_address(address)
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        self.host_header = host if self.port == 80 else "%s:%d" % (host, self.port)
+        self.sock = None
+        self.buf = b""  # received and not yet consumed
+        self.received = False  # any byte of the current response has arrived
+
+    def close(self):
+        sock, self.sock, self.buf = self.sock, None, b""
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _connect(self):
+        error = None
+        for family, kind, proto, _, addr in _sock.getaddrinfo(
+                self.host, self.port, 0, _sock.SOCK_STREAM):
+            sock = _sock.socket(family, kind, proto)
+            try:
+                sock.connect(addr)
+            except OSError as e:
+                sock.close()
+                error = e
+                continue
+            try:
+                sock.setsockopt(_sock.IPPROTO_TCP, _sock.TCP_NODELAY, 1)
+            except OSError:
+                pass
+            return sock
+        raise error if error is not None else OSError("getaddrinfo returned no address")
+
+    def request(self, method, path, body=None, headers=None):
+        """Sends a request, reads the whole response: (status, Headers, body bytes).
+
+        If the connection fails before any byte of the response arrived (typically: the server
+        closed the idle keep-alive connection between two requests), it reconnects and sends the
+        request once more. A failure after that point is raised: the server has seen the request.
+        """
+        head = self._encode_head(method, path, body, headers)
+        if body and len(body) <= _RECV_SIZE:
+            head, body = head + body, None  # one segment for the usual small request
+        for attempt in (0, 1):
+            self.received = False
+            try:
+                if self.sock is None:
+                    self.sock = self._connect()
+                self.sock.sendall(head)
+                if body:
+                    self.sock.sendall(body)
+                return self._read_response(method)
+            except BaseException as e:
+                self.close()
+                if attempt or self.received or not isinstance(e, ConnectionError):
+                    raise
+        raise AssertionError("unreachable")
+
+    def _encode_head(self, method, path, body, headers):
+        path.encode("ascii")  # a request target is ASCII (UnicodeEncodeError, as http.client)
+        if " " in path or not path.isprintable():  # (ASCII: not printable = controls and DEL)
+            raise HTTPError("URL can't contain control characters. %r" % path)
+        lines = ["%s %s HTTP/1.1\r\nHost: %s\r\n" % (method, path, self.host_header)]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append("Content-Length: %d\r\n" % len(body or b""))
+        for name, value in (headers or {}).items():
+            value = str(value)
+            if "\r" in value or "\n" in value or "\0" in value:
+                raise ValueError("Invalid header value %r" % value)
+            lines.append("%s: %s\r\n" % (name, value))
+        lines.append("\r\n")
+        return "".join(lines).encode("latin-1")
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _recv(self):
+        data = self.sock.recv(_RECV_SIZE)
+        if data:
+            self.received = True
+        return data
+
+    def _read_line(self, what):
+        """One line of the stream without its (CR)LF."""
+        buf = self.buf
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl >= 0:
+                break
+            if len(buf) > _MAX_LINE:
+                raise HTTPError("%s longer than %d bytes" % (what, _MAX_LINE))
+            start = len(buf)
+            data = self._recv()
+            if not data:
+                raise HTTPError("connection closed inside the %s" % what)
+            buf += data
+        self.buf = buf[nl + 1:]
+        if nl > _MAX_LINE:
+            raise HTTPError("%s longer than %d bytes" % (what, _MAX_LINE))
+        return buf[:nl - 1] if nl and buf[nl - 1] == 13 else buf[:nl]
+
+    def _read_head(self):
+        """Status line and header fields, up to the empty line; split across reads or not."""
+        buf, start = self.buf, 0
+        self.received = self.received or bool(buf)
+        while True:
+            end = buf.find(b"\n\r\n", start)
+            end2 = buf.find(b"\n\n", start)
+            if end2 >= 0 and (end < 0 or end2 < end):
+                end = end2 + 2
+            elif end >= 0:
+                end += 3
+            else:
+                if len(buf) > _MAX_LINE * (_MAX_HEADERS + 1):
+                    raise HTTPError("response head too long")
+                start = max(len(buf) - 2, 0)
+                data = self._recv()
+                if not data:
+                    if not buf:
+                        raise ConnectionResetError("Remote end closed connection without response")
+                    raise HTTPError("connection closed inside the response head")
+                buf += data
+                continue
+            break
+        self.buf = buf[end:]
+        lines = buf[:end].decode("latin-1").split("\n")
+        del lines[-2:]  # the empty line, and what follows its LF
+        status_line = lines[0].rstrip("\r")
+        version, _, rest = status_line.partition(" ")
+        code, _, _reason = rest.partition(" ")
+        if not version.startswith("HTTP/1.") or len(code) != 3 or not code.isdigit() \
+                or not code.isascii():
+            raise HTTPError("bad status line %r" % status_line[:200])
+        if len(lines) > _MAX_HEADERS + 1:
+            raise HTTPError("got more than %d headers" % _MAX_HEADERS)
+        fields = []
+        for line in lines[1:]:
+            if len(line) > _MAX_LINE:
+                raise HTTPError("header line longer than %d bytes" % _MAX_LINE)
+            line = line.rstrip("\r")
+            if line[:1] in (" ", "\t"):
+                # Obsolete line folding: a continuation of the previous field's value.
+                if not fields:
+                    raise HTTPError("bad header line %r" % line[:200])
+                name, value = fields[-1]
+                fields[-1] = (name, (value + " " + line.strip(" \t")).strip(" \t"))
+                continue
+            name, colon, value = line.partition(":")
+            name = name.strip(" \t")
+            if not colon or not name:
+                raise HTTPError("bad header line %r" % line[:200])
+            fields.append((name, value.strip(" \t")))
+        return int(code), version, fields
+
+    def _read_response(self, method):
+        while True:
+            status, version, fields = self._read_head()
+            if not (100 <= status < 200) or status == 101:
+                break
+            # An interim response (100 Continue, 103 Early Hints…): the final one follows.
+        headers = Headers(fields)
+        keep_alive = version == "HTTP/1.1"
+        for value in headers.get_all("connection"):
+            for token in value.lower().split(","):
+                token = token.strip()
+                if token == "close":
+                    keep_alive = False
+                elif token == "keep-alive" and version == "HTTP/1.0":
+                    keep_alive = True
+
+        if method == "HEAD" or status in (204, 304) or 100 <= status < 200:
+            body = b""
+        else:
+            codings = [c.strip().lower() for v in headers.get_all("transfer-encoding")
+                       for c in v.split(",") if c.strip()]
+            if codings and codings[-1] == "chunked":
+                body = self._read_chunked()
+            elif codings:
+                body, keep_alive = self._read_to_end(), False
+            else:
+                length = None
+                for value in headers.get_all("content-length"):
+                    for item in value.split(","):
+                        item = item.strip()
+                        if not item.isdigit() or not item.isascii() or (
+                                length is not None and int(item) != length):
+                            raise HTTPError("bad Content-Length %r" % value)
+                        length = int(item)
+                if length is None:
+                    body, keep_alive = self._read_to_end(), False
+                else:
+                    body = self._read_exact(length)
+        if not keep_alive:
+            self.close()
+        return status, headers, body
+
+    def _read_exact(self, n):
+        buf = self.buf
+        if len(buf) >= n:
+            self.buf = buf[n:]
+            return buf[:n]
+        parts, got = [buf], len(buf)
+        self.buf = b""
+        while got < n:
+            data = self.sock.recv(min(n - got, 1 << 20))
+            if not data:
+                raise HTTPError("connection closed inside the body (%d of %d bytes)" % (got, n))
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def _read_to_end(self):
+        parts = [self.buf]
+        self.buf = b""
+        while True:
+            data = self.sock.recv(1 << 20)
+            if not data:
+                return b"".join(parts)
+            parts.append(data)
+
+    def _read_chunked(self):
+        parts = []
+        while True:
+            line = self._read_line("chunk size line")
+            size = line.split(b";", 1)[0].strip(b" \t")
+            if not _is_hex(size):
+                raise HTTPError("bad chunk size %r" % line[:100])
+            size = int(size, 16)
+            if size == 0:
+                break
+            parts.append(self._read_exact(size))
+            if self._read_line("chunk") != b"":
+                raise HTTPError("chunk data not followed by CRLF")
+        for _ in range(_MAX_HEADERS + 1):  # trailer fields, up to the empty line
+            if not self._read_line("trailer"):
+                return b"".join(parts)
+        raise HTTPError("got more than %d trailer fields" % _MAX_HEADERS)
+
+
+# --------------------------------------------------------------------------------------------
 # Runtime API client
 
 
@@ -52,20 +372,10 @@ class RuntimeClient:
 
     def __init__(self, address):
         self.address = address
-        self.conn = http.client.HTTPConnection(address)
+        self.conn = HTTPConnection(address)
 
     def _request(self, method, path, body=None, headers=None):
-        for attempt in (0, 1):
-            try:
-                self.conn.request(method, path, body=body, headers=headers or {})
-                resp = self.conn.getresponse()
-                return resp.status, resp.headers, resp.read()
-            except (ConnectionError, http.client.HTTPException):
-                # The agent closed an idle keep-alive connection: reconnect once.
-                self.conn.close()
-                if attempt:
-                    raise
-        raise AssertionError("unreachable")
+        return self.conn.request(method, path, body, headers)
 
     def specialization(self):
         """Blocks until the instance is specialized; returns the decoded answer."""
@@ -444,7 +754,7 @@ def main():
 if __name__ == "__main__":
     try:
         sys.exit(main())
-    except (ConnectionError, http.client.HTTPException, OSError) as e:
+    except (HTTPError, OSError) as e:
         log("[ERROR] lost the Runtime API at %s: %s"
             % (os.environ.get("AWS_LAMBDA_RUNTIME_API"), e))
         sys.exit(1)

@@ -125,6 +125,13 @@ impl Server {
             .args(["--listen", &self.listen, "--log", "info"])
             .args(&self.extra)
             .env("STRATA_INIT", init_binary().unwrap_or_default())
+            // Test machines run Debian 12's runc, which has no fix for the 2025 escapes; the
+            // gate itself is tested in tests/server_start.rs.
+            .env("STRATA_ALLOW_VULNERABLE_RUNC", "1")
+            // Functions with network access get a bridge and subnet of this server's own: test
+            // servers never take the host's default `strata0`, nor each other's.
+            .env("STRATA_NET_BRIDGE", test_network(&self.listen).0)
+            .env("STRATA_NET_SUBNET", test_network(&self.listen).1)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -179,6 +186,50 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The server's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server with SIGKILL (no clean-up) and leaves it down; `start_again` restarts it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a server that is down (after `kill9` or `stop_now`) again on the same data.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the server is running");
+        self.spawn();
+    }
+
+    /// Ids of the runc containers in this server's runc state directory (the tag derived from
+    /// the data directory, as the server derives it).
+    pub fn runc_ids(&self) -> Vec<String> {
+        let root = format!("/run/strata/{}/runc", self.tag());
+        if !Path::new(&root).exists() {
+            return Vec::new();
+        }
+        let out = Command::new("runc")
+            .args(["--root", &root, "list", "-q"])
+            .output()
+            .expect("runc list");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// The per-data-directory tag of runc state and cgroups.
+    pub fn tag(&self) -> String {
+        use sha2::Digest as _;
+        let abs = std::path::absolute(self.data.path()).expect("absolute");
+        hex::encode(&sha2::Sha256::digest(abs.as_os_str().as_encoded_bytes())[..6])
     }
 
     /// Kills the server with SIGKILL (no clean-up) and starts it again on the same data.
@@ -332,6 +383,20 @@ impl Drop for Server {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The function-network bridge and subnet of a test server listening on `listen`, derived from
+/// its port (`--net-bridge` / `--net-subnet` given as flags take precedence).
+pub fn test_network(listen: &str) -> (String, String) {
+    let port: u16 = listen
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    (
+        format!("stp{port}"),
+        format!("10.{}.{}.0/24", 216 + (port >> 8) % 32, port & 255),
+    )
 }
 
 pub fn tail(s: &str, n: usize) -> String {
