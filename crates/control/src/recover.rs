@@ -30,6 +30,9 @@ impl Platform {
     /// bridge, scratch files, and layer directories without a record.
     pub async fn recover(&self) -> Result<Recovery, ControlError> {
         let mut r = Recovery::default();
+        // A runc still creating a container for the killed server would otherwise finish after
+        // this clean-up and leave its container and cgroups behind.
+        r.containers += self.runc.kill_strays();
         match self.runc.list_ids().await {
             Ok(ids) => {
                 for id in ids.iter().filter(|id| id.starts_with(CONTAINER_PREFIX)) {

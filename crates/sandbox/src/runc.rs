@@ -250,6 +250,50 @@ impl Runc {
 
     /// Ids of the containers under the state root (`runc list -q`); empty if the state root
     /// does not exist.
+    /// Kills runc processes left by an earlier server on this state root (a `runc run` whose
+    /// server was killed may still be creating its container). Every runc Strata starts carries
+    /// `--root <state root>`, which is how they are recognised. Returns how many were killed.
+    pub fn kill_strays(&self) -> usize {
+        let root = self.state_root.as_os_str().as_encoded_bytes().to_vec();
+        let me = std::process::id();
+        let mut killed = 0;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return 0;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let ours = args
+                .windows(2)
+                .any(|w| w[0] == b"--root" && w[1] == root.as_slice())
+                && args.first().is_some_and(|a| {
+                    a.ends_with(b"runc") || a.ends_with(self.binary.as_os_str().as_encoded_bytes())
+                });
+            if !ours {
+                continue;
+            }
+            if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
+                if rustix::process::kill_process(p, rustix::process::Signal::KILL).is_ok() {
+                    tracing::info!(pid, "killed a runc process left by an earlier server");
+                    killed += 1;
+                }
+            }
+        }
+        killed
+    }
+
     pub async fn list_ids(&self) -> Result<Vec<String>, SandboxError> {
         if !self.state_root.exists() {
             return Ok(Vec::new());
