@@ -863,20 +863,13 @@ fn spawn_reader(
                 (Header::Specialized, _) => state.send_modify(|s| s.specialized = true),
                 (Header::Ready, _) => state.send_modify(|s| s.ready = true),
                 (Header::InitError { error_type }, body) => {
-                    let all: Vec<_> = pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .values()
-                        .cloned()
-                        .collect();
-                    for tx in all {
-                        let _ = tx.send((
-                            Header::InitError {
-                                error_type: error_type.clone(),
-                            },
-                            body.clone(),
-                        ));
-                    }
+                    let frame = (
+                        Header::InitError {
+                            error_type: error_type.clone(),
+                        },
+                        body.clone(),
+                    );
+                    send_to_all(&pending, &frame);
                     state.send_modify(|s| s.init_error = Some((error_type, body)));
                 }
                 (
@@ -898,17 +891,7 @@ fn spawn_reader(
                         let _ = tx.send((h, body));
                     }
                 }
-                (h @ Header::Exited { .. }, body) => {
-                    let all: Vec<_> = pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .values()
-                        .cloned()
-                        .collect();
-                    for tx in all {
-                        let _ = tx.send((h.clone(), body.clone()));
-                    }
-                }
+                (h @ Header::Exited { .. }, body) => send_to_all(&pending, &(h, body)),
                 (other, _) => tracing::debug!(instance = %id, frame = ?other, "ignoring frame"),
             }
         }
@@ -916,6 +899,19 @@ fn spawn_reader(
         pending.lock().unwrap_or_else(|e| e.into_inner()).clear();
         state.send_modify(|s| s.dead = true);
     });
+}
+
+/// Hands a frame to every invocation waiting on the instance (the runtime failed for all).
+fn send_to_all(pending: &Mutex<HashMap<String, mpsc::UnboundedSender<Frame>>>, frame: &Frame) {
+    let all: Vec<_> = pending
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect();
+    for tx in all {
+        let _ = tx.send(frame.clone());
+    }
 }
 
 async fn read_frame(conn: &mut tokio::net::unix::OwnedReadHalf) -> std::io::Result<Option<Frame>> {
