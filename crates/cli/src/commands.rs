@@ -12,7 +12,7 @@ use strata_types::api::{
     BootstrapImageRequest, BootstrapResult, CreateRuntimeSpec, ImageInfo, RunRequest, RunResult,
     RuntimeInfo,
 };
-use strata_types::{parse_cpu, parse_duration, parse_memory, validate_name, Resources, RuntimeRef};
+use strata_types::{parse_duration, parse_memory, validate_name, Resources, RuntimeRef};
 
 use crate::client::Api;
 use crate::output::{self, Progress};
@@ -393,11 +393,11 @@ fn create_runtime(api: &Api, fmt: Format, args: CreateArgs) -> anyhow::Result<Ex
     validate_name(&args.name)?;
     let dockerfile = std::fs::read_to_string(&args.file)
         .with_context(|| format!("reading the Dockerfile {}", args.file.display()))?;
-    let resources = Resources {
-        memory_bytes: args.memory.as_deref().map(parse_memory).transpose()?,
-        cpu_millis: args.cpu.as_deref().map(parse_cpu).transpose()?,
-        timeout_ms: args.timeout.as_deref().map(parse_duration).transpose()?,
-    };
+    let resources = Resources::parse(
+        args.memory.as_deref(),
+        args.cpu.as_deref(),
+        args.timeout.as_deref(),
+    )?;
     let mut build_args = BTreeMap::new();
     for a in &args.build_args {
         let (k, v) = a

@@ -11,9 +11,7 @@ use strata_types::api::{
     CreateFunctionSpec, FunctionConfig, FunctionInfo, FunctionUpdate, LogEntry, VolumeInfo,
     VolumeMount,
 };
-use strata_types::{
-    format_bytes, parse_cpu, parse_duration, parse_memory, validate_name, Resources,
-};
+use strata_types::{format_bytes, parse_duration, validate_name, Resources};
 
 use crate::client::Api;
 use crate::Format;
@@ -190,25 +188,21 @@ fn kv(list: &[String], flag: &str) -> anyhow::Result<BTreeMap<String, String>> {
 }
 
 fn resources(c: &ConfigFlags) -> anyhow::Result<Resources> {
-    Ok(Resources {
-        memory_bytes: c.memory.as_deref().map(parse_memory).transpose()?,
-        cpu_millis: c.cpu.as_deref().map(parse_cpu).transpose()?,
-        timeout_ms: c.timeout.as_deref().map(parse_duration).transpose()?,
-    })
+    Ok(Resources::parse(
+        c.memory.as_deref(),
+        c.cpu.as_deref(),
+        c.timeout.as_deref(),
+    )?)
 }
 
 fn volumes(c: &ConfigFlags) -> anyhow::Result<Vec<VolumeMount>> {
-    c.volumes.iter().map(|v| parse_volume(v)).collect()
-}
-
-fn parse_volume(s: &str) -> anyhow::Result<VolumeMount> {
-    match s.split_once(':') {
-        Some((v, p)) if !v.is_empty() && p.starts_with('/') => Ok(VolumeMount {
-            volume: v.into(),
-            path: p.into(),
-        }),
-        _ => bail!("invalid --volume {s:?}: expected VOLUME:/absolute/path"),
-    }
+    c.volumes
+        .iter()
+        .map(|v| {
+            v.parse::<VolumeMount>()
+                .map_err(|e| anyhow::anyhow!("--volume: {e}"))
+        })
+        .collect()
 }
 
 /// Packs `--code`: a directory becomes a tar; an archive is sent as it is.

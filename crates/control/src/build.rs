@@ -225,12 +225,11 @@ impl Platform {
         };
         match from {
             CopyFrom::Context => {
-                let found = copy::expand_sources(context, sources, true).map_err(|e| {
-                    ControlError::Copy {
+                let found =
+                    copy::expand_sources(context, sources).map_err(|e| ControlError::Copy {
                         line: step.line,
                         message: e.to_string(),
-                    }
-                })?;
+                    })?;
                 let hash = copy::hash_sources(&found)
                     .map_err(|e| ControlError::io("hash COPY sources", e))?;
                 Ok((hash, Some(found)))
@@ -550,8 +549,8 @@ impl Platform {
                     .map_err(|e| ControlError::io("create source mount point", e))?;
                 let lowers = self.lowers(&layers, dirs)?;
                 let guard = MountGuard::overlay(&lowers, None, &root).await?;
-                let found = copy::expand_sources(&root, patterns, false)
-                    .map_err(|e| copy_err(e.to_string()))?;
+                let found =
+                    copy::expand_sources(&root, patterns).map_err(|e| copy_err(e.to_string()))?;
                 src_mount = Some(guard);
                 found
             }

@@ -218,17 +218,10 @@ pub enum SourceError {
 /// Expands COPY source patterns inside `root`. Plain paths resolve like paths inside the root;
 /// patterns with `*`, `?` or `[` match entries whose every parent is a real directory (never a
 /// symlink), so a glob cannot reach outside the root.
-pub fn expand_sources(
-    root: &Path,
-    patterns: &[String],
-    from_context: bool,
-) -> Result<Vec<Source>, SourceError> {
+pub fn expand_sources(root: &Path, patterns: &[String]) -> Result<Vec<Source>, SourceError> {
     let mut out = Vec::new();
     for pattern in patterns {
         let clean = lexical_clean(pattern).ok_or_else(|| SourceError::Outside(pattern.clone()))?;
-        if from_context && clean.is_empty() && pattern.trim_start_matches("./").starts_with("..") {
-            return Err(SourceError::Outside(pattern.clone()));
-        }
         if !clean.contains(['*', '?', '[']) {
             let path = resolve_in_root(root, &clean, true)
                 .map_err(|e| SourceError::Io(pattern.clone(), e))?;
@@ -502,7 +495,7 @@ mod tests {
         symlink("/etc", ctx.join("hostetc")).expect("symlink");
         let names = |pats: &[&str]| -> Vec<String> {
             let pats: Vec<String> = pats.iter().map(|s| s.to_string()).collect();
-            expand_sources(ctx, &pats, true)
+            expand_sources(ctx, &pats)
                 .expect("expand")
                 .into_iter()
                 .map(|s| s.name)
@@ -513,27 +506,27 @@ mod tests {
         assert_eq!(names(&["./c.txt", "src"]), vec!["c.txt", "src"]);
         assert_eq!(names(&["."]), vec!["."]);
         assert!(matches!(
-            expand_sources(ctx, &["../x".into()], true),
+            expand_sources(ctx, &["../x".into()]),
             Err(SourceError::Outside(_))
         ));
         assert!(matches!(
-            expand_sources(ctx, &["src/../../x".into()], true),
+            expand_sources(ctx, &["src/../../x".into()]),
             Err(SourceError::Outside(_))
         ));
         assert!(matches!(
-            expand_sources(ctx, &["nope".into()], true),
+            expand_sources(ctx, &["nope".into()]),
             Err(SourceError::NotFound(_))
         ));
         assert!(matches!(
-            expand_sources(ctx, &["*.rs".into()], true),
+            expand_sources(ctx, &["*.rs".into()]),
             Err(SourceError::NotFound(_))
         ));
         // A glob never descends through a symlink; a plain path through one stays in the root.
         assert!(matches!(
-            expand_sources(ctx, &["hostetc/pass*".into()], true),
+            expand_sources(ctx, &["hostetc/pass*".into()]),
             Err(SourceError::NotFound(_))
         ));
-        let s = expand_sources(ctx, &["hostetc/passwd".into()], true);
+        let s = expand_sources(ctx, &["hostetc/passwd".into()]);
         assert!(matches!(s, Err(SourceError::NotFound(_))), "{s:?}");
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_meta::{CodeRecord, FunctionRecord};
-use strata_types::api::{FunctionConfig, FunctionInfo, FunctionUpdate, VolumeInfo, VolumeMount};
+use strata_types::api::{FunctionConfig, FunctionInfo, FunctionUpdate, VolumeInfo};
 use strata_types::{validate_name, Resources, RuntimeRef};
 
 use crate::build::blocking;
@@ -411,19 +411,6 @@ pub fn apply_update(base: &FunctionConfig, u: FunctionUpdate) -> FunctionConfig 
     c
 }
 
-/// Parses `VOL:/path` volume flags.
-pub fn parse_volume_flag(s: &str) -> Result<VolumeMount, String> {
-    match s.split_once(':') {
-        Some((v, p)) if !v.is_empty() && p.starts_with('/') => Ok(VolumeMount {
-            volume: v.into(),
-            path: p.into(),
-        }),
-        _ => Err(format!(
-            "invalid volume {s:?}: expected VOLUME:/absolute/path"
-        )),
-    }
-}
-
 /// The merged environment a function's bootstrap sees, in order: runtime config, function env,
 /// secret env (later wins), as `KEY=VALUE`.
 pub(crate) fn function_env(runtime_env: &[String], config: &FunctionConfig) -> Vec<String> {
@@ -515,19 +502,5 @@ mod tests {
         c.secret_env.insert("TOKEN".into(), "t".into());
         let env = function_env(&["PATH=/usr/bin".into(), "LANG=C".into()], &c);
         assert_eq!(env, vec!["PATH=/custom", "LANG=C", "B=2", "TOKEN=t"]);
-    }
-
-    #[test]
-    fn volume_flags() {
-        assert_eq!(
-            parse_volume_flag("data:/mnt/data"),
-            Ok(VolumeMount {
-                volume: "data".into(),
-                path: "/mnt/data".into()
-            })
-        );
-        assert!(parse_volume_flag("data").is_err());
-        assert!(parse_volume_flag("data:rel").is_err());
-        assert!(parse_volume_flag(":/x").is_err());
     }
 }

@@ -33,7 +33,7 @@ use strata_store::Store;
 pub use builtin::{BASE_IMAGE, BUILTIN_RUNTIMES};
 pub use error::ControlError;
 pub use events::Emitter;
-pub use functions::{apply_update, parse_volume_flag};
+pub use functions::apply_update;
 pub use instances::{FailureKind, InvokeFailure, InvokeResult};
 pub use logs::now_ms;
 pub use policy::PoolConfig;

@@ -224,6 +224,20 @@ mod tests {
     use super::*;
 
     #[test]
+    fn volume_flags() {
+        assert_eq!(
+            "data:/mnt/data".parse::<VolumeMount>(),
+            Ok(VolumeMount {
+                volume: "data".into(),
+                path: "/mnt/data".into()
+            })
+        );
+        assert!("data".parse::<VolumeMount>().is_err());
+        assert!("data:rel".parse::<VolumeMount>().is_err());
+        assert!(":/x".parse::<VolumeMount>().is_err());
+    }
+
+    #[test]
     fn events_are_tagged_ndjson() {
         let e = Event::Output {
             stream: Stream::Stderr,
@@ -244,6 +258,23 @@ pub struct VolumeMount {
     pub volume: String,
     /// Absolute mount path inside the instance.
     pub path: String,
+}
+
+impl std::str::FromStr for VolumeMount {
+    type Err = String;
+
+    /// Parses the `VOLUME:/absolute/path` form of `--volume`.
+    fn from_str(s: &str) -> Result<VolumeMount, String> {
+        match s.split_once(':') {
+            Some((v, p)) if !v.is_empty() && p.starts_with('/') => Ok(VolumeMount {
+                volume: v.into(),
+                path: p.into(),
+            }),
+            _ => Err(format!(
+                "invalid volume {s:?}: expected VOLUME:/absolute/path"
+            )),
+        }
+    }
 }
 
 /// A function's configuration, as set by `strata fn create` / `update`. Each change makes a new

@@ -130,6 +130,19 @@ impl Resources {
         }
     }
 
+    /// Parses the `--memory`, `--cpu` and `--timeout` flags; unset flags stay unset.
+    pub fn parse(
+        memory: Option<&str>,
+        cpu: Option<&str>,
+        timeout: Option<&str>,
+    ) -> Result<Resources, QuantityError> {
+        Ok(Resources {
+            memory_bytes: memory.map(parse_memory).transpose()?,
+            cpu_millis: cpu.map(parse_cpu).transpose()?,
+            timeout_ms: timeout.map(parse_duration).transpose()?,
+        })
+    }
+
     /// Fills every unset field from `base`.
     pub fn or(&self, base: &Resources) -> Resources {
         Resources {
