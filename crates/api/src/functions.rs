@@ -13,8 +13,12 @@ use axum::Json;
 use base64::Engine as _;
 use futures_util::StreamExt;
 use serde::Deserialize;
+use strata_control::CodeInput;
 use strata_control::{now_ms, FailureKind, InvokeFailure, InvokeResult};
-use strata_types::api::{CreateFunctionSpec, FunctionInfo, FunctionUpdate, LogEntry, VolumeInfo};
+use strata_types::api::{
+    ApplyResult, CreateFunctionSpec, FunctionConfig, FunctionInfo, FunctionUpdate, GitSource,
+    LogEntry, VolumeInfo,
+};
 use strata_types::ErrorKind;
 
 use crate::handlers::receive;
@@ -30,14 +34,35 @@ fn bad(m: impl Into<String>) -> ApiErr {
     ApiErr::new(ErrorKind::InvalidArgument, m)
 }
 
-/// Reads a function form: a JSON part (`spec` or `update`) and an optional `code` archive.
+/// The code of a function form: an uploaded archive or a git source for the server to fetch.
+enum FormCode {
+    /// The archive, in a scratch dir removed when the form is dropped.
+    Upload {
+        _scratch: Upload,
+        file: std::path::PathBuf,
+    },
+    Git(GitSource),
+}
+
+impl FormCode {
+    fn input(&self) -> CodeInput<'_> {
+        match self {
+            FormCode::Upload { file, .. } => CodeInput::Archive(file),
+            FormCode::Git(g) => CodeInput::Git(g),
+        }
+    }
+}
+
+/// Reads a function form: a JSON part (`spec`, `update` or `config`) and optionally either a
+/// `code` archive or a `git` part (`{"url", "ref", "subdir"}`) for the server to fetch.
 async fn read_form<T: serde::de::DeserializeOwned>(
     s: &AppState,
     form: &mut Multipart,
     json_part: &str,
-) -> ApiResult<(Option<T>, Option<Upload>)> {
+) -> ApiResult<(Option<T>, Option<FormCode>)> {
     let mut value = None;
-    let mut code = None;
+    let mut code: Option<FormCode> = None;
+    let twice = || bad("give the code once: either a code part or a git part");
     while let Some(field) = form
         .next_field()
         .await
@@ -54,12 +79,33 @@ async fn read_form<T: serde::de::DeserializeOwned>(
                     .map_err(|e| bad(format!("invalid {json_part} part: {e}")))?,
             );
         } else if name == "code" {
+            if code.is_some() {
+                return Err(twice());
+            }
             let scratch = Upload::new(s)?;
             receive(field, &scratch.file(), s.max_upload).await?;
-            code = Some(scratch);
+            let file = scratch.file();
+            code = Some(FormCode::Upload {
+                _scratch: scratch,
+                file,
+            });
+        } else if name == "git" {
+            if code.is_some() {
+                return Err(twice());
+            }
+            let text = field
+                .text()
+                .await
+                .map_err(|e| bad(format!("invalid git part: {}", e.body_text())))?;
+            let git: GitSource = serde_json::from_str(&text).map_err(|e| {
+                bad(format!(
+                    "invalid git part: {e}; expected {{\"url\": ..., \"ref\": ..., \"subdir\": ...}}"
+                ))
+            })?;
+            code = Some(FormCode::Git(git));
         } else {
             return Err(bad(format!(
-                "unexpected form part {name:?}: expected {json_part} and code"
+                "unexpected form part {name:?}: expected {json_part} and code or git"
             )));
         }
     }
@@ -90,11 +136,12 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<FunctionInfo>)> {
     let (spec, code) = read_form::<CreateFunctionSpec>(&s, &mut form, "spec").await?;
     let spec = spec.ok_or_else(|| bad("missing spec part"))?;
-    let code =
-        code.ok_or_else(|| bad("missing code part: a zip, tar or tar.gz of the function's code"))?;
+    let code = code.ok_or_else(|| {
+        bad("missing code: a code part (zip, tar or tar.gz of the function's code) or a git part")
+    })?;
     let info = s
         .platform
-        .create_function(&spec.name, spec.config, &code.file())
+        .create_function_from(&spec.name, spec.config, code.input())
         .await?;
     Ok((StatusCode::CREATED, Json(info)))
 }
@@ -106,12 +153,39 @@ pub async fn update(
 ) -> ApiResult<Json<FunctionInfo>> {
     let (update, code) = read_form::<FunctionUpdate>(&s, &mut form, "update").await?;
     let update = update.unwrap_or_default();
-    let path = code.as_ref().map(|c| c.file());
-    Ok(Json(
-        s.platform
-            .update_function(&name, update, path.as_deref())
-            .await?,
-    ))
+    let info = s
+        .platform
+        .update_function_from(&name, update, code.as_ref().map(FormCode::input))
+        .await?;
+    Ok(Json(info))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyQuery {
+    /// Say what would change without changing anything.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `PUT /v1/functions/{name}`: make the function match a complete configuration (the `config`
+/// part) and, optionally, new code (`code` or `git`); answers what was done and which fields
+/// changed. Without code, an existing function keeps its code.
+pub async fn apply(
+    State(s): State<AppState>,
+    UrlPath(name): UrlPath<String>,
+    Query(q): Query<ApplyQuery>,
+    mut form: Multipart,
+) -> ApiResult<Json<ApplyResult>> {
+    let (config, code) = read_form::<FunctionConfig>(&s, &mut form, "config").await?;
+    let config = config.ok_or_else(|| {
+        bad("missing config part: the function's whole configuration (runtime, handler, ...)")
+    })?;
+    let result = s
+        .platform
+        .apply_function(&name, config, code.as_ref().map(FormCode::input), q.dry_run)
+        .await?;
+    Ok(Json(result))
 }
 
 pub async fn list(State(s): State<AppState>) -> ApiResult<Json<Vec<FunctionInfo>>> {
@@ -241,6 +315,20 @@ fn trigger_unauthorized() -> Response {
     resp
 }
 
+/// The answer to a trigger request that matches none of the function's routes: 404 in the
+/// Lambda error shape.
+fn no_route(method: &Method, path: &str) -> Response {
+    let f = InvokeFailure {
+        kind: FailureKind::Platform,
+        error: strata_types::api::InvokeError {
+            error_message: format!("no route of this function matches {method} {path}"),
+            error_type: "Strata.NotFound".into(),
+            stack_trace: vec![],
+        },
+    };
+    failure_response(&f)
+}
+
 /// `ANY /fn/{name}/{*path}`: a Lambda Function-URL-style (payload 2.0) event in, the handler's
 /// `{statusCode, headers, body}` out. A private function (the default) needs the bearer token,
 /// checked before the body is read; an unknown function counts as private, so callers without
@@ -264,6 +352,12 @@ pub async fn http_trigger(
         return trigger_unauthorized();
     }
     let path = format!("/{}", params.get("path").map(String::as_str).unwrap_or(""));
+    if !s
+        .platform
+        .function_route_matches(&name, method.as_str(), &path)
+    {
+        return no_route(&method, &path);
+    }
     let body = match to_bytes(body, MAX_EVENT_BYTES).await {
         Ok(b) => b,
         Err(_) => return too_large(),
@@ -355,7 +449,7 @@ pub fn http_event(
     ev
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

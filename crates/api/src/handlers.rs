@@ -38,7 +38,7 @@ pub async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
 
-fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
+pub(crate) fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     match body {
         Ok(Json(v)) => Ok(v),
         Err(JsonRejection::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
@@ -54,7 +54,7 @@ fn json_body<T>(body: Result<Json<T>, JsonRejection>) -> ApiResult<T> {
     }
 }
 
-fn runtime_ref(s: &str) -> ApiResult<RuntimeRef> {
+pub(crate) fn runtime_ref(s: &str) -> ApiResult<RuntimeRef> {
     s.parse().map_err(|e: strata_types::NameError| {
         ApiErr::new(ErrorKind::InvalidArgument, e.to_string())
     })
@@ -166,7 +166,7 @@ pub async fn get_runtime(
 
 #[derive(Serialize)]
 pub struct Removed {
-    removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
 }
 
 pub async fn delete_runtime(
@@ -218,7 +218,7 @@ pub async fn create_runtime(State(s): State<AppState>, mut form: Multipart) -> A
     }))
 }
 
-fn multipart_err(e: &axum::extract::multipart::MultipartError) -> ApiErr {
+pub(crate) fn multipart_err(e: &axum::extract::multipart::MultipartError) -> ApiErr {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiErr::new(
             ErrorKind::TooLarge,

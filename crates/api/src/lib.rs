@@ -1,13 +1,16 @@
 //! Strata's HTTP API: the versioned `/v1` routes behind every CLI command.
 //!
 //! This crate owns routing, bearer-token authentication, request size limits, the one mapping
-//! from error kinds to HTTP statuses, NDJSON streaming of long operations, and the server loop.
+//! from error kinds to HTTP statuses, NDJSON streaming of long operations, the server loop, and
+//! the web console under `/console` (server-rendered pages; see [`console`]).
 //! Handlers are thin: request DTO → one `strata-control` call → response DTO. It must not hold
 //! business logic, touch the store or spawn processes.
 
+pub mod console;
 mod error;
 mod functions;
 mod handlers;
+mod packages;
 mod server;
 mod stream;
 
@@ -24,6 +27,7 @@ use strata_types::ErrorKind;
 
 pub use error::ApiErr;
 pub use server::{serve, ServerOptions, TOKEN_FILE};
+pub use strata_sandbox::git::GitScheme;
 
 /// The OpenAPI description of `/v1`.
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -50,6 +54,7 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/v1/functions", true),
     ("GET", "/v1/functions/{name}", true),
     ("PATCH", "/v1/functions/{name}", true),
+    ("PUT", "/v1/functions/{name}", true),
     ("DELETE", "/v1/functions/{name}", true),
     ("POST", "/v1/functions/{name}/invoke", true),
     ("GET", "/v1/functions/{name}/logs", true),
@@ -57,6 +62,15 @@ pub const ROUTES: &[(&str, &str, bool)] = &[
     ("POST", "/v1/volumes", true),
     ("DELETE", "/v1/volumes/{name}", true),
     ("PUT", "/v1/runtimes/{ref}/pool", true),
+    ("POST", "/v1/runtimes/{ref}/update", true),
+    ("POST", "/v1/runtimes/{ref}/rollback", true),
+    ("GET", "/v1/runtimes/{ref}/diff/{other}", true),
+    ("GET", "/v1/packages", true),
+    ("POST", "/v1/packages", true),
+    ("GET", "/v1/packages/{ref}", true),
+    ("DELETE", "/v1/packages/{ref}", true),
+    ("GET", "/v1/store/stats", true),
+    ("POST", "/v1/store/gc", true),
     ("GET", "/metrics", true),
 ];
 
@@ -116,6 +130,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/functions/{name}",
             get(functions::get)
                 .patch(functions::update)
+                .put(functions::apply)
                 .delete(functions::delete)
                 .layer(upload_limit),
         )
@@ -136,6 +151,27 @@ pub fn router(state: AppState) -> Router {
             "/v1/runtimes/{ref}/pool",
             axum::routing::put(functions::set_pool),
         )
+        .route("/v1/runtimes/{ref}/update", post(packages::update_runtime))
+        .route(
+            "/v1/runtimes/{ref}/rollback",
+            post(packages::rollback_runtime),
+        )
+        .route(
+            "/v1/runtimes/{ref}/diff/{other}",
+            get(packages::diff_runtimes),
+        )
+        .route(
+            "/v1/packages",
+            get(packages::list)
+                .post(packages::create)
+                .layer(upload_limit),
+        )
+        .route(
+            "/v1/packages/{ref}",
+            get(packages::get).delete(packages::delete),
+        )
+        .route("/v1/store/stats", get(packages::store_stats))
+        .route("/v1/store/gc", post(packages::store_gc))
         .route("/metrics", get(functions::metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -150,6 +186,7 @@ pub fn router(state: AppState) -> Router {
             any(functions::http_trigger).layer(DefaultBodyLimit::max(functions::MAX_EVENT_BYTES)),
         )
         .merge(private)
+        .merge(console::routes(state.clone()))
         .fallback(|| async {
             ApiErr::new(ErrorKind::NotFound, "no such route; see /v1/openapi.json")
         })

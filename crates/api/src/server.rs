@@ -42,6 +42,9 @@ pub struct ServerOptions {
     pub net_allow_private: bool,
     /// Start even when the runc binary is a release known to let containers escape.
     pub allow_vulnerable_runc: bool,
+    /// Repository locations function code may be fetched from with git (the platform's
+    /// default, https only, when `None`).
+    pub git_schemes: Option<Vec<strata_sandbox::git::GitScheme>>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -55,6 +58,9 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     }
     check_runc(&settings.runc, opts.allow_vulnerable_runc).await?;
     settings.idle_timeout = opts.idle_timeout;
+    if let Some(schemes) = &opts.git_schemes {
+        settings.git.schemes = schemes.clone();
+    }
     settings.max_instances = opts.max_instances.max(1);
     if let Some(b) = opts.memory_budget {
         settings.memory_budget = b;

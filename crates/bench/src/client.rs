@@ -2,12 +2,23 @@
 //! pool serves every request, so the health baseline and the invocations share the same HTTP
 //! path.
 
+use std::io::BufRead;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
 use reqwest::blocking::multipart::{Form, Part};
-use reqwest::blocking::{Client, Response};
-use strata_types::api::{CreateFunctionSpec, ErrorBody, FunctionInfo, PoolSettings};
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use strata_types::api::{
+    CreateFunctionSpec, CreatePackageSpec, CreateRuntimeSpec, ErrorBody, Event, FunctionInfo,
+    GcReport, PackageInfo, PoolSettings, RollbackRequest, RuntimeInfo, StoreStats,
+    UpdateRuntimeRequest,
+};
+
+/// How long a build (a package, or a runtime from a Dockerfile) may stream before the client
+/// gives up: downloads from the Debian mirror and PyPI are in it.
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// A Strata server, reached over HTTP with an API token.
 pub struct Strata {
@@ -163,6 +174,202 @@ impl Strata {
             .with_context(|| format!("removing function {name}"))?;
         ok(resp, &format!("removing function {name}"))?;
         Ok(())
+    }
+}
+
+/// The end of an NDJSON stream (builds, composition, updates) as the client saw it.
+#[derive(Debug)]
+pub struct Streamed<T> {
+    /// The operation's result.
+    pub result: T,
+    /// The build steps announced, as (instruction, served by the cache).
+    pub steps: Vec<(String, bool)>,
+}
+
+impl Strata {
+    /// Sends a request answered with NDJSON events and reads them to the `done` or `error`
+    /// line.
+    fn stream<T: DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<Streamed<T>> {
+        let resp = req
+            .bearer_auth(&self.token)
+            .timeout(BUILD_TIMEOUT)
+            .send()
+            .with_context(|| what.to_string())?;
+        let resp = ok(resp, what)?;
+        let mut steps = Vec::new();
+        for line in std::io::BufReader::new(resp).lines() {
+            let line = line.with_context(|| format!("{what}: reading the event stream"))?;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let event: Event = serde_json::from_str(&line)
+                .with_context(|| format!("{what}: unexpected event line {line:?}"))?;
+            match event {
+                Event::Step {
+                    instruction,
+                    cached,
+                    ..
+                } => steps.push((instruction, cached)),
+                Event::Done { result } => {
+                    let result = serde_json::from_value(result)
+                        .with_context(|| format!("{what}: reading the result"))?;
+                    return Ok(Streamed { result, steps });
+                }
+                Event::Error { error } => bail!("{what}: {}", error.message),
+                Event::Progress { .. } | Event::Output { .. } => {}
+            }
+        }
+        bail!("{what}: the event stream ended without a result")
+    }
+
+    fn get_json<T: DeserializeOwned>(&self, path: &str, what: &str) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(&self.token)
+            .send()
+            .with_context(|| what.to_string())?;
+        ok(resp, what)?
+            .json()
+            .with_context(|| format!("{what}: reading the answer"))
+    }
+
+    fn post_json<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+        what: &str,
+    ) -> anyhow::Result<T> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(&self.token)
+            .json(body)
+            .send()
+            .with_context(|| what.to_string())?;
+        ok(resp, what)?
+            .json()
+            .with_context(|| format!("{what}: reading the answer"))
+    }
+
+    fn delete(&self, path: &str, what: &str) -> anyhow::Result<()> {
+        let resp = self
+            .http
+            .delete(self.url(path))
+            .bearer_auth(&self.token)
+            .timeout(BUILD_TIMEOUT)
+            .send()
+            .with_context(|| what.to_string())?;
+        ok(resp, what)?
+            .bytes()
+            .with_context(|| format!("{what}: reading the answer"))?;
+        Ok(())
+    }
+
+    /// `POST /v1/packages`: creates a package version and builds it, waiting for the result.
+    pub fn create_package(
+        &self,
+        spec: &CreatePackageSpec,
+    ) -> anyhow::Result<Streamed<PackageInfo>> {
+        let what = format!("creating package {}", spec.name);
+        let form = Form::new().text("spec", serde_json::to_string(spec)?);
+        self.stream(
+            self.http.post(self.url("/v1/packages")).multipart(form),
+            &what,
+        )
+    }
+
+    /// `GET /v1/packages`.
+    pub fn packages(&self) -> anyhow::Result<Vec<PackageInfo>> {
+        self.get_json("/v1/packages", "listing packages")
+    }
+
+    /// `GET /v1/packages/{ref}`.
+    pub fn package(&self, reference: &str) -> anyhow::Result<PackageInfo> {
+        self.get_json(
+            &format!("/v1/packages/{reference}"),
+            &format!("describing package {reference}"),
+        )
+    }
+
+    /// `DELETE /v1/packages/{ref}`.
+    pub fn delete_package(&self, reference: &str) -> anyhow::Result<()> {
+        self.delete(
+            &format!("/v1/packages/{reference}"),
+            &format!("removing package {reference}"),
+        )
+    }
+
+    /// `POST /v1/runtimes` without a context: a package runtime, or a Dockerfile runtime whose
+    /// Dockerfile needs no context.
+    pub fn create_runtime(
+        &self,
+        spec: &CreateRuntimeSpec,
+    ) -> anyhow::Result<Streamed<RuntimeInfo>> {
+        let what = format!("creating runtime {}", spec.name);
+        let form = Form::new().text("spec", serde_json::to_string(spec)?);
+        self.stream(
+            self.http.post(self.url("/v1/runtimes")).multipart(form),
+            &what,
+        )
+    }
+
+    /// `GET /v1/runtimes/{ref}`.
+    pub fn runtime(&self, reference: &str) -> anyhow::Result<RuntimeInfo> {
+        self.get_json(
+            &format!("/v1/runtimes/{reference}"),
+            &format!("describing runtime {reference}"),
+        )
+    }
+
+    /// `DELETE /v1/runtimes/{ref}` (a name alone: every version).
+    pub fn delete_runtime(&self, reference: &str) -> anyhow::Result<()> {
+        self.delete(
+            &format!("/v1/runtimes/{reference}"),
+            &format!("removing runtime {reference}"),
+        )
+    }
+
+    /// `POST /v1/runtimes/{name}/update`: the next version with packages added, removed or set.
+    pub fn update_runtime(
+        &self,
+        name: &str,
+        req: &UpdateRuntimeRequest,
+    ) -> anyhow::Result<Streamed<RuntimeInfo>> {
+        let what = format!("updating runtime {name}");
+        self.stream(
+            self.http
+                .post(self.url(&format!("/v1/runtimes/{name}/update")))
+                .json(req),
+            &what,
+        )
+    }
+
+    /// `POST /v1/runtimes/{name}/rollback`.
+    pub fn rollback_runtime(&self, name: &str, to: Option<u32>) -> anyhow::Result<RuntimeInfo> {
+        self.post_json(
+            &format!("/v1/runtimes/{name}/rollback"),
+            &RollbackRequest { to },
+            &format!("rolling runtime {name} back"),
+        )
+    }
+
+    /// `GET /v1/store/stats`.
+    pub fn store_stats(&self) -> anyhow::Result<StoreStats> {
+        self.get_json("/v1/store/stats", "reading the store statistics")
+    }
+
+    /// `POST /v1/store/gc`.
+    pub fn store_gc(&self) -> anyhow::Result<GcReport> {
+        self.post_json(
+            "/v1/store/gc",
+            &serde_json::json!({}),
+            "collecting the store",
+        )
     }
 }
 

@@ -1,7 +1,10 @@
 //! `strata-bench`: measures a running Strata server and prints a table with the targets next to
 //! the figures, optionally writing the raw figures as JSON. Scenarios: `functions` (deploy, cold
 //! and warm invocation latency of hello functions), `pools` (cold starts with the generic pool
-//! warm and with nothing warm, warm throughput at 8 instances, a burst of new functions), `all`.
+//! warm and with nothing warm, warm throughput at 8 instances, a burst of new functions), `all`
+//! (both), and `packages` (environment packages: composition, storage, updates, rollbacks and
+//! builds from scratch; not part of `all`: it downloads from the Debian mirror and PyPI and
+//! takes tens of minutes).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,6 +15,8 @@ use serde::Serialize;
 use strata_bench::client::Strata;
 use strata_bench::functions::{self, Lang, Plan};
 use strata_bench::machine::{utc_now, Machine};
+use strata_bench::packages::{self as pkgs, PackagesPlan};
+use strata_bench::packages_report::PackagesReport;
 use strata_bench::pools::{self, PoolsPlan};
 use strata_bench::pools_report::PoolsReport;
 use strata_bench::report::{LangReport, Report};
@@ -25,6 +30,9 @@ enum Scenario {
     Pools,
     /// Both, functions first.
     All,
+    /// Environment packages: a library built once, runtimes composed from it, updates,
+    /// rollbacks, the store's size, and the same runtimes built from scratch. Not in `all`.
+    Packages,
 }
 
 /// Strata's benchmark.
@@ -70,6 +78,31 @@ struct Args {
     /// pools: new functions invoked for the first time at once.
     #[arg(long, default_value_t = 50)]
     burst: usize,
+    /// packages: runtimes composed from the library.
+    #[arg(long, default_value_t = 20)]
+    runtimes: usize,
+    /// packages: fewest packages asked for per runtime.
+    #[arg(long, default_value_t = 2)]
+    min_packages: usize,
+    /// packages: most packages asked for per runtime.
+    #[arg(long, default_value_t = 6)]
+    max_packages: usize,
+    /// packages: runtimes updated and rolled back.
+    #[arg(long, default_value_t = 12)]
+    updated: usize,
+    /// packages: runtimes built from their whole Dockerfile without cache (default: all when
+    /// the estimate fits --scratch-budget, else 5).
+    #[arg(long)]
+    scratch: Option<usize>,
+    /// packages: seconds the builds from scratch may take by estimate.
+    #[arg(long, default_value_t = 2400.0)]
+    scratch_budget: f64,
+    /// packages: seed of the package combinations.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// packages: a shorter run: 2 builds from scratch, updates on 5 runtimes.
+    #[arg(long)]
+    quick: bool,
     /// Write the raw figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -91,6 +124,7 @@ fn main() -> ExitCode {
 enum Output {
     Functions(Report),
     Pools(Box<PoolsReport>),
+    Packages(Box<PackagesReport>),
     All {
         functions: Report,
         pools: Box<PoolsReport>,
@@ -103,6 +137,9 @@ fn run(a: Args) -> anyhow::Result<()> {
     let run_id = format!("{}", std::process::id());
     let want_functions = matches!(a.scenario, Scenario::Functions | Scenario::All);
     let want_pools = matches!(a.scenario, Scenario::Pools | Scenario::All);
+    if a.scenario == Scenario::Packages {
+        return run_packages(&strata, &a, &run_id);
+    }
 
     let mut functions_report = None;
     if want_functions {
@@ -161,6 +198,32 @@ fn run(a: Args) -> anyhow::Result<()> {
         let text = serde_json::to_string_pretty(&out)?;
         std::fs::write(&path, text + "\n")
             .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("==> raw figures written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_packages(strata: &Strata, a: &Args, run_id: &str) -> anyhow::Result<()> {
+    let plan = PackagesPlan {
+        runtimes: a.runtimes,
+        min_packages: a.min_packages,
+        max_packages: a.max_packages,
+        updated: if a.quick { a.updated.min(5) } else { a.updated },
+        scratch: if a.quick {
+            Some(a.scratch.unwrap_or(2).min(2))
+        } else {
+            a.scratch
+        },
+        scratch_budget_s: a.scratch_budget,
+        seed: a.seed,
+    };
+    let date = utc_now();
+    let samples = pkgs::measure(strata, plan, run_id)?;
+    let report = PackagesReport::new(date, a.server.clone(), Machine::read(), plan, samples);
+    print!("{}", report.render());
+    if let Some(path) = &a.json {
+        let text = serde_json::to_string_pretty(&Output::Packages(Box::new(report)))?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
         eprintln!("==> raw figures written to {}", path.display());
     }
     Ok(())

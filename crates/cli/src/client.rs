@@ -15,11 +15,16 @@ pub struct ApiFailure {
     pub status: u16,
     pub kind: String,
     pub message: String,
+    /// A hint that replaces the generic one (e.g. why no token was sent).
+    pub hint: Option<String>,
 }
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}", self.message)?;
+        if let Some(h) = &self.hint {
+            return write!(f, "\nhint: {h}");
+        }
         match self.kind.as_str() {
             "unauthenticated" => write!(
                 f,
@@ -35,9 +40,19 @@ impl std::fmt::Display for ApiFailure {
 
 impl std::error::Error for ApiFailure {}
 
+/// The message for a server that cannot be reached, with the fix.
+fn unreachable(base: &str) -> String {
+    format!(
+        "cannot reach the Strata server at {base}: is the server running?\n\
+         hint: start it with `strata server` (or `scripts/run`), or point --server / STRATA_URL at a running one"
+    )
+}
+
 pub struct Api {
     base: String,
     token: Option<String>,
+    /// Why no token is sent, when none is.
+    token_note: Option<String>,
     http: Client,
 }
 
@@ -51,8 +66,15 @@ impl Api {
         Ok(Api {
             base: server.trim_end_matches('/').to_string(),
             token,
+            token_note: None,
             http,
         })
+    }
+
+    /// Says why no token is sent, for the hint of an `unauthenticated` answer.
+    pub fn with_token_note(mut self, note: Option<String>) -> Api {
+        self.token_note = note;
+        self
     }
 
     fn req(&self, method: reqwest::Method, path: &str) -> RequestBuilder {
@@ -66,10 +88,7 @@ impl Api {
     fn send(&self, r: RequestBuilder) -> anyhow::Result<Response> {
         let resp = r.send().map_err(|e| {
             if e.is_connect() {
-                anyhow!(
-                    "cannot reach the Strata server at {}: is `strata server` running? (set --server or STRATA_URL)",
-                    self.base
-                )
+                anyhow!("{}", unreachable(&self.base))
             } else {
                 anyhow!(e).context(format!("request to {} failed", self.base))
             }
@@ -84,6 +103,9 @@ impl Api {
                 status,
                 kind: b.error.kind.to_string(),
                 message: b.error.message,
+                hint: (b.error.kind == strata_types::ErrorKind::Unauthenticated)
+                    .then(|| self.token_note.clone())
+                    .flatten(),
             }
             .into()),
             Err(_) => bail!("server answered {status}: {text}"),
@@ -92,6 +114,27 @@ impl Api {
 
     pub fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
         Ok(self.send(self.req(reqwest::Method::GET, path))?.json()?)
+    }
+
+    /// A GET whose `404 not found` is `None`.
+    pub fn get_opt<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<Option<T>> {
+        match self.get(path) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) => match e.downcast_ref::<ApiFailure>() {
+                Some(f) if f.status == 404 && f.kind == "not_found" => Ok(None),
+                _ => Err(e),
+            },
+        }
+    }
+
+    pub fn put_form<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        form: reqwest::blocking::multipart::Form,
+    ) -> anyhow::Result<T> {
+        Ok(self
+            .send(self.req(reqwest::Method::PUT, path).multipart(form))?
+            .json()?)
     }
 
     pub fn post_json<T: DeserializeOwned>(
@@ -153,10 +196,7 @@ impl Api {
             .send()
             .map_err(|e| {
                 if e.is_connect() {
-                    anyhow!(
-                        "cannot reach the Strata server at {}: is `strata server` running?",
-                        self.base
-                    )
+                    anyhow!("{}", unreachable(&self.base))
                 } else {
                     anyhow!(e)
                 }
@@ -180,6 +220,7 @@ impl Api {
                 status,
                 kind: "unauthenticated".into(),
                 message: msg,
+                hint: self.token_note.clone(),
             }
             .into());
         }
@@ -253,6 +294,7 @@ fn follow(resp: Response, on_event: &mut dyn FnMut(&Event)) -> anyhow::Result<se
                     status: 200,
                     kind: error.kind.to_string(),
                     message: error.message,
+                    hint: None,
                 }
                 .into())
             }
@@ -260,4 +302,64 @@ fn follow(resp: Response, on_event: &mut dyn FnMut(&Event)) -> anyhow::Result<se
         }
     }
     bail!("the server closed the event stream before the operation finished (did it restart?)")
+}
+
+/// Adds the fix to an error the server answered: the runtimes, functions or templates there
+/// are when a name was not found.
+pub fn enrich(api: &Api, err: anyhow::Error) -> anyhow::Error {
+    let Some(f) = err.downcast_ref::<ApiFailure>() else {
+        return err;
+    };
+    if f.kind != "not_found" || f.hint.is_some() {
+        return err;
+    }
+    let hint = if f.message.starts_with("runtime ") {
+        match api.get::<Vec<strata_types::api::RuntimeInfo>>("/v1/runtimes") {
+            Ok(list) if list.is_empty() => Some(
+                "there are no runtimes yet: run `strata bootstrap` to build python3 and nodejs"
+                    .to_string(),
+            ),
+            Ok(list) => {
+                let mut names: Vec<String> = list.into_iter().map(|r| r.name).collect();
+                names.dedup();
+                Some(format!(
+                    "available runtimes: {} (see `strata runtime ls`)",
+                    names.join(", ")
+                ))
+            }
+            Err(_) => None,
+        }
+    } else if f.message.starts_with("function ") {
+        match api.get::<Vec<strata_types::api::FunctionInfo>>("/v1/functions") {
+            Ok(list) if list.is_empty() => Some(
+                "there are no functions yet: create one with `strata fn create` or `strata up`"
+                    .to_string(),
+            ),
+            Ok(list) => {
+                let names: Vec<String> = list.into_iter().map(|f| f.name).take(20).collect();
+                Some(format!(
+                    "functions: {} (see `strata fn ls`)",
+                    names.join(", ")
+                ))
+            }
+            Err(_) => None,
+        }
+    } else if let Some(rest) = f.message.strip_prefix("volume \"") {
+        let name = rest.split('"').next().unwrap_or_default();
+        Some(format!("create it with `strata volume create {name}`"))
+    } else if f.message.starts_with("image ") {
+        Some("see `strata image ls`; `strata bootstrap` creates debian-bookworm".into())
+    } else {
+        None
+    };
+    match hint {
+        Some(h) => ApiFailure {
+            status: f.status,
+            kind: f.kind.clone(),
+            message: f.message.clone(),
+            hint: Some(h),
+        }
+        .into(),
+        None => err,
+    }
 }

@@ -57,6 +57,15 @@ pub struct ServerArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "STRATA_LOG", default_value = "info")]
     pub log: String,
+    /// Where function code may be fetched from with git, comma-separated: https, http, file
+    /// (file:// URLs and absolute paths on this host).
+    #[arg(
+        long,
+        env = "STRATA_GIT_ALLOW",
+        value_delimiter = ',',
+        default_value = "https"
+    )]
+    pub git_allow: Vec<strata_api::GitScheme>,
     /// Start even when runc is a release known to let containers escape (logs a warning).
     #[arg(long, env = "STRATA_ALLOW_VULNERABLE_RUNC", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub allow_vulnerable_runc: bool,
@@ -115,6 +124,36 @@ pub enum RuntimeCmd {
         /// NAME (every version) or NAME@VERSION.
         reference: String,
     },
+    /// Make the next version of a package runtime by adding, removing or changing packages
+    /// (no rebuild when the packages are built).
+    Update {
+        /// Runtime name.
+        name: String,
+        /// Packages to add, comma-separated (NAME or NAME@VERSION).
+        #[arg(long, value_delimiter = ',')]
+        add: Vec<String>,
+        /// Package names to remove, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        remove: Vec<String>,
+        /// NAME@VERSION of packages to move to another version, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        set: Vec<String>,
+    },
+    /// Make an earlier version current again (as a new version with its layers).
+    Rollback {
+        /// Runtime name.
+        name: String,
+        /// The version to go back to (default: the one the newest was made from).
+        #[arg(long)]
+        to: Option<u32>,
+    },
+    /// List the packages and files that differ between two runtime versions.
+    Diff {
+        /// NAME@VERSION.
+        from: String,
+        /// NAME@VERSION.
+        to: String,
+    },
     /// Set how many warm generic instances each version of a runtime keeps (pool size).
     Pool {
         /// Runtime name.
@@ -149,9 +188,18 @@ pub enum RuntimeCmd {
 pub struct CreateArgs {
     /// Runtime name.
     pub name: String,
-    /// The Dockerfile.
-    #[arg(short = 'f', long = "file")]
-    pub file: PathBuf,
+    /// The Dockerfile (or use --base and --packages).
+    #[arg(short = 'f', long = "file", required_unless_present = "packages")]
+    pub file: Option<PathBuf>,
+    /// Make the runtime from packages on this image (or runtime NAME@VERSION).
+    #[arg(long, requires = "packages", conflicts_with = "file")]
+    pub base: Option<String>,
+    /// Packages to stack, comma-separated (NAME or NAME@VERSION); their requirements are added.
+    #[arg(long, value_delimiter = ',', requires = "base")]
+    pub packages: Vec<String>,
+    /// Build the packages as one ordered layer chain instead of composing them.
+    #[arg(long, requires = "packages")]
+    pub layered: bool,
     /// Build context directory (default: none).
     #[arg(long)]
     pub context: Option<PathBuf>,
@@ -176,15 +224,49 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Server(args) = &cli.command {
         return server(args);
     }
-    let token = cli.token.clone().or_else(|| {
-        std::fs::read_to_string(cli.data_dir.join(strata_api::TOKEN_FILE))
-            .ok()
-            .map(|t| t.trim().to_string())
-    });
-    let api = Api::new(&cli.server, token)?;
+    if let Command::Completions { shell } = &cli.command {
+        return completions(*shell, cli.output);
+    }
+    let token_file = cli.data_dir.join(strata_api::TOKEN_FILE);
+    let (token, token_note) = match cli.token.clone() {
+        Some(t) => (Some(t), None),
+        None => match std::fs::read_to_string(&token_file) {
+            Ok(t) => (Some(t.trim().to_string()), None),
+            Err(e) => (
+                None,
+                Some(format!(
+                    "no token was sent: none given and {} could not be read ({e}); run as a user who can read it (the server writes it there on first start), pass --data-dir DIR for a server with another data directory, or set STRATA_TOKEN / --token",
+                    token_file.display()
+                )),
+            ),
+        },
+    };
+    let api = Api::new(&cli.server, token)?.with_token_note(token_note);
     let fmt = cli.output;
-    match cli.command {
-        Command::Server(_) => unreachable!("handled above"),
+    let result = dispatch(&api, fmt, cli.command);
+    result.map_err(|e| crate::client::enrich(&api, e))
+}
+
+/// `strata completions SHELL`: the script on stdout (as a JSON string with `-o json`).
+fn completions(shell: clap_complete::Shell, fmt: Format) -> anyhow::Result<ExitCode> {
+    let mut cmd = <Cli as clap::CommandFactory>::command();
+    let mut buf = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "strata", &mut buf);
+    let script = String::from_utf8(buf).context("the completion script is not UTF-8")?;
+    print(
+        fmt,
+        &serde_json::json!({ "shell": shell.to_string(), "script": script }),
+        |_| script.clone(),
+    )
+}
+
+fn dispatch(api: &Api, fmt: Format, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Server(_) | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
+        Command::Up(a) => crate::project::up(api, fmt, a),
+        Command::Down(a) => crate::project::down(api, fmt, a),
         Command::Bootstrap => {
             let r: BootstrapResult = stream(fmt, |on| {
                 api.post_stream("/v1/bootstrap", &serde_json::json!({}), on)
@@ -196,12 +278,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .collect()
             })
         }
-        Command::Image(cmd) => image(&api, fmt, cmd),
-        Command::Runtime(cmd) => runtime(&api, fmt, cmd),
-        Command::Fn(cmd) => crate::functions::run_fn(&api, fmt, cmd),
-        Command::Invoke(a) => crate::functions::invoke(&api, fmt, a),
-        Command::Logs(a) => crate::functions::logs(&api, fmt, a),
-        Command::Volume(cmd) => crate::functions::run_volume(&api, fmt, cmd),
+        Command::Image(cmd) => image(api, fmt, cmd),
+        Command::Package(cmd) => crate::packages::package(api, fmt, cmd),
+        Command::Store(cmd) => crate::packages::store(api, fmt, cmd),
+        Command::Runtime(cmd) => runtime(api, fmt, cmd),
+        Command::Fn(cmd) => crate::functions::run_fn(api, fmt, cmd),
+        Command::Invoke(a) => crate::functions::invoke(api, fmt, a),
+        Command::Logs(a) => crate::functions::logs(api, fmt, a),
+        Command::Volume(cmd) => crate::functions::run_volume(api, fmt, cmd),
     }
 }
 
@@ -230,6 +314,7 @@ fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
         net_bridge: args.net_bridge.clone(),
         net_subnet: args.net_subnet.clone(),
         net_allow_private: args.net_allow_private,
+        git_schemes: Some(args.git_allow.clone()),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -240,7 +325,7 @@ fn server(args: &ServerArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Follows an event stream with progress on stderr; returns the typed result.
-fn stream<T: serde::de::DeserializeOwned>(
+pub(crate) fn stream<T: serde::de::DeserializeOwned>(
     _fmt: Format,
     call: impl FnOnce(&mut dyn FnMut(&strata_types::api::Event)) -> anyhow::Result<serde_json::Value>,
 ) -> anyhow::Result<T> {
@@ -315,6 +400,19 @@ fn image(api: &Api, fmt: Format, cmd: ImageCmd) -> anyhow::Result<ExitCode> {
 fn runtime(api: &Api, fmt: Format, cmd: RuntimeCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         RuntimeCmd::Create(args) => create_runtime(api, fmt, args),
+        RuntimeCmd::Update {
+            name,
+            add,
+            remove,
+            set,
+        } => crate::packages::update_runtime(
+            api,
+            fmt,
+            &name,
+            strata_types::api::UpdateRuntimeRequest { add, remove, set },
+        ),
+        RuntimeCmd::Rollback { name, to } => crate::packages::rollback_runtime(api, fmt, &name, to),
+        RuntimeCmd::Diff { from, to } => crate::packages::diff_runtimes(api, fmt, &from, &to),
         RuntimeCmd::Ls => {
             let list: Vec<RuntimeInfo> = api.get("/v1/runtimes")?;
             print(fmt, &list, |l| output::runtimes(l))
@@ -391,8 +489,11 @@ fn runtime(api: &Api, fmt: Format, cmd: RuntimeCmd) -> anyhow::Result<ExitCode> 
 
 fn create_runtime(api: &Api, fmt: Format, args: CreateArgs) -> anyhow::Result<ExitCode> {
     validate_name(&args.name)?;
-    let dockerfile = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("reading the Dockerfile {}", args.file.display()))?;
+    let dockerfile = match &args.file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the Dockerfile {}", f.display()))?,
+        None => String::new(),
+    };
     let resources = Resources::parse(
         args.memory.as_deref(),
         args.cpu.as_deref(),
@@ -411,6 +512,9 @@ fn create_runtime(api: &Api, fmt: Format, args: CreateArgs) -> anyhow::Result<Ex
         build_args,
         resources,
         no_cache: args.no_cache,
+        base: args.base.clone(),
+        packages: args.packages.clone(),
+        layered: args.layered,
     };
     let mut form =
         reqwest::blocking::multipart::Form::new().text("spec", serde_json::to_string(&spec)?);

@@ -18,10 +18,17 @@ use crate::Format;
 
 #[derive(Subcommand, Debug)]
 pub enum FnCmd {
+    /// Write a ready-to-deploy project (code plus strata.toml) from a template.
+    Init(crate::init::InitArgs),
+    /// List the templates `fn init` can write.
+    Templates,
     /// Deploy a new function: code plus configuration (no image is built).
     Create(FnCreateArgs),
     /// Change a function's code and/or configuration (a new revision).
     Update(FnUpdateArgs),
+    /// Create a function, or update it if it exists: code from a directory, an archive or a
+    /// git repository.
+    Deploy(FnDeployArgs),
     /// List functions.
     Ls,
     /// Show a function: revision, runtime, resources, env (secrets masked), stats.
@@ -83,6 +90,58 @@ fn scaling_update(c: &ConfigFlags) -> anyhow::Result<strata_types::api::ScalingU
     })
 }
 
+/// Code fetched by the server from a git repository, instead of `--code`.
+#[derive(Args, Debug, Default)]
+pub struct GitFlags {
+    /// Repository the server fetches the code from (https://..., or file:// and absolute
+    /// paths on the server when it allows them).
+    #[arg(long, conflicts_with = "code")]
+    pub git: Option<String>,
+    /// Branch, tag or commit of --git (default: the repository's HEAD).
+    #[arg(long = "ref", requires = "git")]
+    pub reference: Option<String>,
+    /// Directory inside the repository holding the code (default: the root).
+    #[arg(long, requires = "git")]
+    pub subdir: Option<String>,
+}
+
+impl GitFlags {
+    fn source(&self) -> Option<strata_types::api::GitSource> {
+        self.git.as_ref().map(|url| strata_types::api::GitSource {
+            url: url.clone(),
+            reference: self.reference.clone(),
+            subdir: self.subdir.clone(),
+        })
+    }
+}
+
+/// Adds the code of a deploy to a form: a `code` upload or a `git` source.
+fn with_code(
+    form: reqwest::blocking::multipart::Form,
+    code: Option<&Path>,
+    git: &GitFlags,
+) -> anyhow::Result<reqwest::blocking::multipart::Form> {
+    Ok(match (code, git.source()) {
+        (Some(c), _) => form.part("code", code_part(c)?),
+        (None, Some(g)) => {
+            eprintln!(
+                "==> the server fetches {}{}{}",
+                g.url,
+                g.reference
+                    .as_deref()
+                    .map(|r| format!(" at {r}"))
+                    .unwrap_or_default(),
+                g.subdir
+                    .as_deref()
+                    .map(|d| format!(", directory {d}"))
+                    .unwrap_or_default()
+            );
+            form.text("git", serde_json::to_string(&g)?)
+        }
+        (None, None) => form,
+    })
+}
+
 #[derive(Args, Debug)]
 pub struct FnCreateArgs {
     /// Function name.
@@ -91,8 +150,10 @@ pub struct FnCreateArgs {
     #[arg(long)]
     pub runtime: String,
     /// Code: a directory, a .zip, a .tar or a .tar.gz.
-    #[arg(long)]
-    pub code: PathBuf,
+    #[arg(long, required_unless_present = "git")]
+    pub code: Option<PathBuf>,
+    #[command(flatten)]
+    pub git: GitFlags,
     /// Handler, e.g. app.handler.
     #[arg(long)]
     pub handler: String,
@@ -117,6 +178,8 @@ pub struct FnUpdateArgs {
     /// New code.
     #[arg(long)]
     pub code: Option<PathBuf>,
+    #[command(flatten)]
+    pub git: GitFlags,
     /// New handler.
     #[arg(long)]
     pub handler: Option<String>,
@@ -205,8 +268,59 @@ fn volumes(c: &ConfigFlags) -> anyhow::Result<Vec<VolumeMount>> {
         .collect()
 }
 
+/// `strata fn deploy`: the flags of `fn update`, with runtime and handler needed only when the
+/// function does not exist yet.
+#[derive(Args, Debug)]
+pub struct FnDeployArgs {
+    #[command(flatten)]
+    pub update: FnUpdateArgs,
+}
+
+/// An upload part of `len` bytes read from `file`, with a progress bar on a terminal.
+pub(crate) fn upload_part(
+    file: std::fs::File,
+    len: u64,
+    name: &str,
+) -> anyhow::Result<reqwest::blocking::multipart::Part> {
+    use std::io::IsTerminal;
+    let part = if std::io::stderr().is_terminal() && len > 0 {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "uploading {msg} {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(name.to_string());
+        let reader = ClearOnEof {
+            inner: bar.wrap_read(file),
+            bar,
+        };
+        reqwest::blocking::multipart::Part::reader_with_length(reader, len)
+    } else {
+        reqwest::blocking::multipart::Part::reader_with_length(file, len)
+    };
+    Ok(part.file_name(name.to_string()))
+}
+
+/// Clears an upload's progress bar once everything was read.
+struct ClearOnEof<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: Read> Read for ClearOnEof<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            self.bar.finish_and_clear();
+        }
+        Ok(n)
+    }
+}
+
 /// Packs `--code`: a directory becomes a tar; an archive is sent as it is.
-fn code_part(path: &Path) -> anyhow::Result<reqwest::blocking::multipart::Part> {
+pub(crate) fn code_part(path: &Path) -> anyhow::Result<reqwest::blocking::multipart::Part> {
     let (file, name) = if path.is_dir() {
         let file = tempfile::tempfile().context("creating a temporary file for the code")?;
         let n = crate::context::pack(path, &file)?;
@@ -230,7 +344,7 @@ fn code_part(path: &Path) -> anyhow::Result<reqwest::blocking::multipart::Part> 
     let mut file = file;
     file.rewind()?;
     let len = file.metadata()?.len();
-    Ok(reqwest::blocking::multipart::Part::reader_with_length(file, len).file_name(name))
+    upload_part(file, len, &name)
 }
 
 fn print_fn(fmt: Format, info: &FunctionInfo, verb: &str) -> anyhow::Result<ExitCode> {
@@ -265,6 +379,31 @@ pub fn describe(f: &FunctionInfo) -> String {
     for v in &f.volumes {
         s.push_str(&format!("volume:    {}:{}\n", v.volume, v.path));
     }
+    for r in &f.routes {
+        let methods = if r.methods.is_empty() {
+            "ANY".to_string()
+        } else {
+            r.methods.join(",")
+        };
+        s.push_str(&format!(
+            "route:     {methods} /fn/{}{}\n",
+            f.name,
+            r.path.trim_end_matches('/')
+        ));
+    }
+    if let Some(g) = &f.git {
+        s.push_str(&format!(
+            "git:       {} {} ({}){}\n",
+            g.url,
+            g.reference,
+            &g.commit[..g.commit.len().min(12)],
+            if g.subdir.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", g.subdir)
+            }
+        ));
+    }
     let sc = &f.scaling;
     s.push_str(&format!(
         "scaling:   min {} max {} concurrency {} queue {} idle {}\n",
@@ -290,65 +429,11 @@ pub fn describe(f: &FunctionInfo) -> String {
 
 pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        FnCmd::Create(a) => {
-            validate_name(&a.name)?;
-            let config = FunctionConfig {
-                runtime: a.runtime,
-                handler: a.handler,
-                resources: resources(&a.config)?,
-                env: kv(&a.config.env, "env")?,
-                secret_env: kv(&a.config.secret_env, "secret-env")?,
-                volumes: volumes(&a.config)?,
-                network: a.network,
-                public: a.public,
-                scaling: {
-                    let u = scaling_update(&a.config)?;
-                    let d = strata_types::api::Scaling::default();
-                    strata_types::api::Scaling {
-                        min_instances: u.min_instances.unwrap_or(d.min_instances),
-                        max_instances: u.max_instances.unwrap_or(d.max_instances),
-                        concurrency: u.concurrency.unwrap_or(d.concurrency),
-                        idle_timeout_ms: u.idle_timeout_ms,
-                        max_queue: u.max_queue.unwrap_or(d.max_queue),
-                    }
-                },
-            };
-            let spec = CreateFunctionSpec {
-                name: a.name,
-                config,
-            };
-            let form = reqwest::blocking::multipart::Form::new()
-                .text("spec", serde_json::to_string(&spec)?)
-                .part("code", code_part(&a.code)?);
-            let info: FunctionInfo = api.post_form("/v1/functions", form)?;
-            print_fn(fmt, &info, "created function\n")
-        }
-        FnCmd::Update(a) => {
-            let mut vols = volumes(&a.config)?;
-            let update = FunctionUpdate {
-                runtime: a.runtime,
-                handler: a.handler,
-                resources: resources(&a.config)?,
-                env: kv(&a.config.env, "env")?,
-                secret_env: kv(&a.config.secret_env, "secret-env")?,
-                unset_env: a.unset_env,
-                volumes: if a.clear_volumes || !vols.is_empty() {
-                    Some(std::mem::take(&mut vols))
-                } else {
-                    None
-                },
-                network: a.network,
-                public: a.public,
-                scaling: scaling_update(&a.config)?,
-            };
-            let mut form = reqwest::blocking::multipart::Form::new()
-                .text("update", serde_json::to_string(&update)?);
-            if let Some(code) = &a.code {
-                form = form.part("code", code_part(code)?);
-            }
-            let info: FunctionInfo = api.patch_form(&format!("/v1/functions/{}", a.name), form)?;
-            print_fn(fmt, &info, "updated function\n")
-        }
+        FnCmd::Init(a) => crate::init::init(fmt, a),
+        FnCmd::Templates => crate::init::templates(fmt),
+        FnCmd::Create(a) => create(api, fmt, a),
+        FnCmd::Update(a) => update(api, fmt, a),
+        FnCmd::Deploy(a) => deploy(api, fmt, a.update),
         FnCmd::Ls => {
             let list: Vec<FunctionInfo> = api.get("/v1/functions")?;
             crate::commands::print(fmt, &list, |l| {
@@ -389,6 +474,104 @@ pub fn run_fn(api: &Api, fmt: Format, cmd: FnCmd) -> anyhow::Result<ExitCode> {
             })
         }
     }
+}
+
+fn create(api: &Api, fmt: Format, a: FnCreateArgs) -> anyhow::Result<ExitCode> {
+    validate_name(&a.name)?;
+    let config = FunctionConfig {
+        runtime: a.runtime,
+        handler: a.handler,
+        resources: resources(&a.config)?,
+        env: kv(&a.config.env, "env")?,
+        secret_env: kv(&a.config.secret_env, "secret-env")?,
+        volumes: volumes(&a.config)?,
+        network: a.network,
+        public: a.public,
+        scaling: {
+            let u = scaling_update(&a.config)?;
+            let d = strata_types::api::Scaling::default();
+            strata_types::api::Scaling {
+                min_instances: u.min_instances.unwrap_or(d.min_instances),
+                max_instances: u.max_instances.unwrap_or(d.max_instances),
+                concurrency: u.concurrency.unwrap_or(d.concurrency),
+                idle_timeout_ms: u.idle_timeout_ms,
+                max_queue: u.max_queue.unwrap_or(d.max_queue),
+            }
+        },
+        routes: Vec::new(),
+    };
+    let spec = CreateFunctionSpec {
+        name: a.name,
+        config,
+    };
+    let form =
+        reqwest::blocking::multipart::Form::new().text("spec", serde_json::to_string(&spec)?);
+    let form = with_code(form, a.code.as_deref(), &a.git)?;
+    let info: FunctionInfo = api.post_form("/v1/functions", form)?;
+    print_fn(fmt, &info, "created function\n")
+}
+
+fn update(api: &Api, fmt: Format, a: FnUpdateArgs) -> anyhow::Result<ExitCode> {
+    let mut vols = volumes(&a.config)?;
+    let update = FunctionUpdate {
+        runtime: a.runtime,
+        handler: a.handler,
+        resources: resources(&a.config)?,
+        env: kv(&a.config.env, "env")?,
+        secret_env: kv(&a.config.secret_env, "secret-env")?,
+        unset_env: a.unset_env,
+        volumes: if a.clear_volumes || !vols.is_empty() {
+            Some(std::mem::take(&mut vols))
+        } else {
+            None
+        },
+        network: a.network,
+        public: a.public,
+        scaling: scaling_update(&a.config)?,
+        routes: None,
+    };
+    let form =
+        reqwest::blocking::multipart::Form::new().text("update", serde_json::to_string(&update)?);
+    let form = with_code(form, a.code.as_deref(), &a.git)?;
+    let info: FunctionInfo = api.patch_form(&format!("/v1/functions/{}", a.name), form)?;
+    print_fn(fmt, &info, "updated function\n")
+}
+
+/// Updates the function when it exists, else creates it (runtime, handler and code needed).
+fn deploy(api: &Api, fmt: Format, a: FnUpdateArgs) -> anyhow::Result<ExitCode> {
+    validate_name(&a.name)?;
+    if api
+        .get_opt::<FunctionInfo>(&format!("/v1/functions/{}", a.name))?
+        .is_some()
+    {
+        return update(api, fmt, a);
+    }
+    let (Some(runtime), Some(handler)) = (a.runtime.clone(), a.handler.clone()) else {
+        bail!(
+            "function {} does not exist yet: its first deploy needs --runtime (e.g. python3) and --handler (e.g. app.handler)",
+            a.name
+        );
+    };
+    if a.code.is_none() && a.git.git.is_none() {
+        bail!(
+            "function {} does not exist yet: its first deploy needs --code DIR or --git URL",
+            a.name
+        );
+    }
+    create(
+        api,
+        fmt,
+        FnCreateArgs {
+            name: a.name,
+            runtime,
+            code: a.code,
+            git: a.git,
+            handler,
+            network: a.network.unwrap_or(false),
+            public: a.public.unwrap_or(false),
+            config: a.config,
+        },
+    )
 }
 
 pub fn run_volume(api: &Api, fmt: Format, cmd: VolumeCmd) -> anyhow::Result<ExitCode> {

@@ -6,8 +6,12 @@
 mod client;
 mod commands;
 mod context;
+mod digest;
 mod functions;
+mod init;
 mod output;
+mod packages;
+mod project;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -76,6 +80,22 @@ pub enum Command {
     /// Named volumes for functions.
     #[command(subcommand)]
     Volume(functions::VolumeCmd),
+    /// Create or update what strata.toml describes; prints what changed, or that nothing did.
+    Up(project::UpArgs),
+    /// Remove what strata.toml describes.
+    Down(project::DownArgs),
+    /// Print a shell completion script: `strata completions bash > /etc/bash_completion.d/strata`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Environment packages: recipes built once into layers that runtimes compose.
+    #[command(subcommand)]
+    Package(packages::PackageCmd),
+    /// The content store: space used and garbage collection.
+    #[command(subcommand)]
+    Store(packages::StoreCmd),
 }
 
 fn main() -> ExitCode {

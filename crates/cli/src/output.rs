@@ -39,6 +39,15 @@ impl Progress {
                     (Some(c), Some(t)) => format!("==> [{c}/{t}] {message}"),
                     _ => format!("==> {message}"),
                 };
+                // Countable progress (layers imported, packages built) drives a bar on a
+                // terminal; the line is printed too, so the log stays the same either way.
+                if let (Some(c), Some(t), true) = (current, total, std::io::stderr().is_terminal())
+                {
+                    let bar = self.bar.get_or_insert_with(|| new_bar(*t));
+                    bar.set_length(*t);
+                    bar.set_position(*c);
+                    bar.set_message(message.clone());
+                }
                 self.line(&text);
             }
             Event::Step {
@@ -54,17 +63,8 @@ impl Progress {
                     if *cached { "  (cached)" } else { "" }
                 );
                 if std::io::stderr().is_terminal() {
-                    let bar = self.bar.get_or_insert_with(|| {
-                        let b = ProgressBar::new(*total as u64);
-                        b.set_style(
-                            ProgressStyle::with_template(
-                                "{spinner} {bar:30} {pos}/{len} {elapsed} {wide_msg}",
-                            )
-                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                        );
-                        b.enable_steady_tick(std::time::Duration::from_millis(120));
-                        b
-                    });
+                    let bar = self.bar.get_or_insert_with(|| new_bar(*total as u64));
+                    bar.set_length(*total as u64);
                     bar.set_position(*index as u64);
                     bar.set_message(first_line.to_string());
                 }
@@ -89,6 +89,17 @@ impl Progress {
             b.finish_and_clear();
         }
     }
+}
+
+/// A progress bar on stderr with a spinner, position, elapsed time and message.
+fn new_bar(len: u64) -> ProgressBar {
+    let b = ProgressBar::new(len);
+    b.set_style(
+        ProgressStyle::with_template("{spinner} {bar:30} {pos}/{len} {elapsed} {wide_msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b.enable_steady_tick(std::time::Duration::from_millis(120));
+    b
 }
 
 pub fn table(rows: &[Vec<String>]) -> String {
@@ -257,5 +268,5 @@ pub fn runtime(r: &RuntimeInfo) -> String {
         res.timeout_ms.map(|t| format!("{}s", t as f64 / 1000.0)).unwrap_or_else(|| "-".into()),
         config(&r.config),
         layers(&r.layers)
-    )
+    ) + &crate::packages::runtime_packages(r)
 }

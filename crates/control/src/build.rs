@@ -56,7 +56,7 @@ pub struct Built {
 
 /// A stage's result.
 #[derive(Debug, Clone)]
-struct StageOut {
+pub(crate) struct StageOut {
     layers: Vec<Digest>,
     base: String,
     base_image: Option<String>,
@@ -264,14 +264,59 @@ impl Platform {
         let lowers = self.lowers(layers, &dirs)?;
         let mounted =
             MountGuard::overlay(&lowers, Some((&dirs.upper, &dirs.work)), &dirs.merged).await?;
-        let result = match &step.action {
+        let result = self
+            .apply_step(
+                step,
+                &dirs,
+                &scratch,
+                context_sources,
+                outs,
+                externals,
+                events,
+            )
+            .await;
+        mounted.unmount().await?;
+        result?;
+        let store = Arc::clone(self);
+        let upper = dirs.upper.clone();
+        let created_by = step.text.clone();
+        blocking(move || -> Result<Option<Digest>, ControlError> {
+            let empty = strata_store::diff::normalize_upper(&upper, &lowers, STEP_EXCLUDES)?;
+            if empty {
+                return Ok(None);
+            }
+            let meta = store.store.commit_layer(&upper)?;
+            store.meta.put_layer(&LayerRecord {
+                digest: meta.digest.clone(),
+                size_bytes: meta.size_bytes,
+                entries: meta.entries,
+                created_by,
+            })?;
+            Ok(Some(meta.digest))
+        })
+        .await
+    }
+
+    /// Applies one step to the mounted stack of `dirs`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn apply_step(
+        &self,
+        step: &Step,
+        dirs: &StepDirs,
+        scratch: &ScratchDir,
+        context_sources: Option<Vec<copy::Source>>,
+        outs: &HashMap<usize, StageOut>,
+        externals: &HashMap<String, External>,
+        events: &Emitter,
+    ) -> Result<(), ControlError> {
+        match &step.action {
             Action::Run {
                 argv,
                 env,
                 workdir,
                 user,
             } => {
-                self.run_in_step(step, &dirs, &scratch, argv, env, workdir, user, events)
+                self.run_in_step(step, dirs, scratch, argv, env, workdir, user, events)
                     .await
             }
             Action::Copy {
@@ -300,8 +345,8 @@ impl Platform {
                 };
                 self.copy_in_step(
                     step,
-                    &dirs,
-                    &scratch,
+                    dirs,
+                    scratch,
                     context_sources,
                     src_root,
                     sources,
@@ -327,27 +372,7 @@ impl Platform {
                 .await
             }
             Action::Config => Ok(()),
-        };
-        mounted.unmount().await?;
-        result?;
-        let store = Arc::clone(self);
-        let upper = dirs.upper.clone();
-        let created_by = step.text.clone();
-        blocking(move || -> Result<Option<Digest>, ControlError> {
-            let empty = strata_store::diff::normalize_upper(&upper, &lowers, STEP_EXCLUDES)?;
-            if empty {
-                return Ok(None);
-            }
-            let meta = store.store.commit_layer(&upper)?;
-            store.meta.put_layer(&LayerRecord {
-                digest: meta.digest.clone(),
-                size_bytes: meta.size_bytes,
-                entries: meta.entries,
-                created_by,
-            })?;
-            Ok(Some(meta.digest))
-        })
-        .await
+        }
     }
 
     /// Host paths of a layer stack, top first; an empty stack gets one empty lower directory.

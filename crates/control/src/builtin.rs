@@ -26,10 +26,16 @@ pub const BUILTIN_RUNTIMES: &[Builtin] = &[
     (
         "python3",
         include_str!("../../../runtimes/python3/Dockerfile"),
-        &[(
-            "bootstrap/strata_bootstrap.py",
-            include_bytes!("../../../runtimes/python3/bootstrap/strata_bootstrap.py"),
-        )],
+        &[
+            (
+                "bootstrap/start.py",
+                include_bytes!("../../../runtimes/python3/bootstrap/start.py"),
+            ),
+            (
+                "bootstrap/strata_bootstrap.py",
+                include_bytes!("../../../runtimes/python3/bootstrap/strata_bootstrap.py"),
+            ),
+        ],
     ),
     (
         "nodejs",
@@ -120,6 +126,9 @@ impl Platform {
                         build_args: Default::default(),
                         resources: Resources::default(),
                         no_cache: false,
+                        base: None,
+                        packages: vec![],
+                        layered: false,
                     };
                     let scratch = self.store.scratch_dir("builtin")?;
                     let tar = scratch.path().join("context.tar");

@@ -38,6 +38,10 @@ pub enum ControlError {
         /// Who uses it.
         users: String,
     },
+    /// The request conflicts with what exists (e.g. packages that put different content at one
+    /// path); the message names what conflicts.
+    #[error("{0}")]
+    Conflict(String),
     /// A build step exited non-zero.
     #[error("line {line}: {instruction} failed with exit code {exit_code}{}", tail_text(.tail))]
     StepFailed {
@@ -120,6 +124,7 @@ impl ControlError {
             ControlError::NotFound { .. } => ErrorKind::NotFound,
             ControlError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             ControlError::InUse { .. } => ErrorKind::FailedPrecondition,
+            ControlError::Conflict(_) => ErrorKind::Conflict,
             ControlError::InitFailed { .. } => ErrorKind::InvalidArgument,
             ControlError::Io { .. } | ControlError::Internal(_) => ErrorKind::Internal,
             ControlError::Dockerfile(e) => e.kind(),

@@ -10,6 +10,7 @@ use strata_types::api::{FunctionConfig, FunctionInfo, FunctionUpdate, VolumeInfo
 use strata_types::{validate_name, Resources, RuntimeRef};
 
 use crate::build::blocking;
+use crate::deploy::CodeInput;
 use crate::{ControlError, Platform};
 
 /// Paths a volume may not be mounted at.
@@ -47,7 +48,7 @@ impl Platform {
     }
 
     /// Checks a configuration against what exists: the runtime, the volumes, the handler.
-    fn check_config(&self, config: &FunctionConfig) -> Result<(), ControlError> {
+    pub(crate) fn check_config(&self, config: &FunctionConfig) -> Result<(), ControlError> {
         let r: RuntimeRef = config
             .runtime
             .parse()
@@ -108,6 +109,15 @@ impl Platform {
                 sc.max_queue
             )));
         }
+        if config.routes.len() > strata_types::api::MAX_ROUTES {
+            return Err(ControlError::Invalid(format!(
+                "routes: at most {} routes",
+                strata_types::api::MAX_ROUTES
+            )));
+        }
+        for r in &config.routes {
+            r.validate().map_err(ControlError::Invalid)?;
+        }
         let mut seen = std::collections::HashSet::new();
         for v in &config.volumes {
             if !self.meta.has_volume(&v.volume)? {
@@ -146,57 +156,27 @@ impl Platform {
         Ok(())
     }
 
-    /// Creates a function at revision 1 from stored code.
+    /// Creates a function at revision 1 from an uploaded code archive.
     pub async fn create_function(
         self: &Arc<Self>,
         name: &str,
         config: FunctionConfig,
         code_archive: &Path,
     ) -> Result<FunctionInfo, ControlError> {
-        validate_name(name).map_err(|e| ControlError::Invalid(e.to_string()))?;
-        if self.meta.function(name)?.is_some() {
-            return Err(ControlError::AlreadyExists {
-                what: "function",
-                name: name.into(),
-            });
-        }
-        self.check_config(&config)?;
-        let code = self.store_code(code_archive).await?;
-        self.meta.insert_function(name, &config, &code.digest)?;
-        self.forget_resolutions();
-        tracing::info!(function = name, revision = 1, code = %code.digest, "function created");
-        self.function(name)
+        self.create_function_from(name, config, CodeInput::Archive(code_archive))
+            .await
     }
 
-    /// Makes the next revision of a function from a configuration change and/or new code. An
-    /// update that changes nothing keeps the current revision.
+    /// Makes the next revision of a function from a configuration change and/or a new code
+    /// archive. An update that changes nothing keeps the current revision.
     pub async fn update_function(
         self: &Arc<Self>,
         name: &str,
         update: FunctionUpdate,
         code_archive: Option<&Path>,
     ) -> Result<FunctionInfo, ControlError> {
-        let current = self.function_record(name)?;
-        let config = apply_update(&current.config, update);
-        self.check_config(&config)?;
-        let code = match code_archive {
-            Some(a) => self.store_code(a).await?.digest,
-            None => current.code.digest.clone(),
-        };
-        if config != current.config || code != current.code.digest {
-            let rev = self
-                .meta
-                .add_revision(name, &config, &code)?
-                .ok_or_else(|| ControlError::NotFound {
-                    what: "function",
-                    name: name.into(),
-                })?;
-            self.forget_resolutions();
-            tracing::info!(function = name, revision = rev, "function updated");
-            self.instances.retire_function(name, Some(rev)).await;
-            self.collect_code();
-        }
-        self.function(name)
+        self.update_function_from(name, update, code_archive.map(CodeInput::Archive))
+            .await
     }
 
     pub(crate) fn function_record(&self, name: &str) -> Result<FunctionRecord, ControlError> {
@@ -220,6 +200,14 @@ impl Platform {
         matches!(self.meta.function(name), Ok(Some(f)) if f.config.public)
     }
 
+    /// Whether a request to a function's HTTP trigger (method, path after `/fn/NAME`) matches
+    /// one of its routes (always, for a function without routes). An unknown function matches
+    /// nothing.
+    pub fn function_route_matches(&self, name: &str, method: &str, path: &str) -> bool {
+        matches!(self.meta.function(name), Ok(Some(f))
+            if strata_types::api::routes_match(&f.config.routes, method, path))
+    }
+
     /// Every function.
     pub fn functions(&self) -> Result<Vec<FunctionInfo>, ControlError> {
         self.meta
@@ -240,6 +228,12 @@ impl Platform {
             Some(Ok(Some(rt))) => (rt.reference(), rt.resources),
             _ => ("(missing)".to_string(), Resources::platform_default()),
         };
+        let git = self
+            .meta
+            .revision_git(&f.name, f.revision)
+            .ok()
+            .flatten()
+            .and_then(|j| serde_json::from_str(&j).ok());
         Ok(FunctionInfo {
             stats: self.instances.stats(&f.name),
             name: f.name,
@@ -258,6 +252,8 @@ impl Platform {
             network: f.config.network,
             public: f.config.public,
             scaling: f.config.scaling.clone(),
+            routes: f.config.routes.clone(),
+            git,
             code_digest: f.code.digest,
             code_size_bytes: f.code.size_bytes,
             updated_at: f.updated_at,
@@ -272,6 +268,7 @@ impl Platform {
         self.meta.delete_function(name)?;
         self.forget_resolutions();
         self.logs.remove(name);
+        self.instances.series.remove(name);
         self.collect_code();
         tracing::info!(function = name, "function removed");
         Ok(())
@@ -289,6 +286,13 @@ impl Platform {
                 }
             }
         }
+    }
+
+    /// Functions whose current revision uses a runtime: `NAME@N` that version (pinned, or
+    /// following the name while N is the newest), `NAME` any version.
+    pub fn runtime_users(&self, r: &RuntimeRef) -> Result<Vec<String>, ControlError> {
+        let newest = self.meta.runtime(&r.name, None)?.map(|rt| rt.version);
+        Ok(self.meta.runtime_users(&r.name, r.version, newest)?)
     }
 
     /// Log entries of a function at or after `since_ms`, at most the newest `limit`.
@@ -401,6 +405,9 @@ pub fn apply_update(base: &FunctionConfig, u: FunctionUpdate) -> FunctionConfig 
     }
     if let Some(p) = u.public {
         c.public = p;
+    }
+    if let Some(r) = u.routes {
+        c.routes = r;
     }
     let s = u.scaling;
     c.scaling.min_instances = s.min_instances.unwrap_or(c.scaling.min_instances);

@@ -217,6 +217,8 @@ pub struct Instances {
     stats: Mutex<HashMap<String, FnStats>>,
     /// Platform metrics.
     pub metrics: Metrics,
+    /// Per-minute series of each function (the console's charts).
+    pub series: crate::series::Series,
     epoch: Instant,
 }
 
@@ -227,6 +229,7 @@ impl Instances {
             pools: Mutex::new(HashMap::new()),
             stats: Mutex::new(HashMap::new()),
             metrics: Metrics::default(),
+            series: Default::default(),
             epoch: Instant::now(),
         }
     }
@@ -306,6 +309,8 @@ impl Instances {
     }
 
     fn record(&self, function: &str, ok: bool, start: Start, ms: f64, phases: &Phases) {
+        self.series
+            .record(function, now_ms() / 60_000, ok, start != Start::Warm, ms);
         let mut stats = self.stats.lock().unwrap_or_else(|e| e.into_inner());
         let s = stats.entry(function.to_string()).or_default();
         s.invocations += 1;

@@ -8,7 +8,9 @@
 
 mod build;
 mod builtin;
+mod compose;
 mod copy;
+mod deploy;
 mod error;
 mod events;
 mod functions;
@@ -18,10 +20,14 @@ mod instances;
 mod logs;
 mod metrics;
 mod network;
+mod packages;
 pub mod policy;
 mod recover;
 mod run;
 mod runtimes;
+mod series;
+mod source;
+mod storage;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +37,7 @@ use strata_sandbox::Runc;
 use strata_store::Store;
 
 pub use builtin::{BASE_IMAGE, BUILTIN_RUNTIMES};
+pub use deploy::{config_changes, CodeInput};
 pub use error::ControlError;
 pub use events::Emitter;
 pub use functions::apply_update;
@@ -38,6 +45,8 @@ pub use instances::{FailureKind, InvokeFailure, InvokeResult};
 pub use logs::now_ms;
 pub use policy::PoolConfig;
 pub use recover::Recovery;
+pub use series::{MinuteBucket, MINUTES as SERIES_MINUTES};
+pub use source::{SourceFile, SIMPLE_MAX_BYTES, SIMPLE_MAX_FILES};
 pub use strata_store::ScratchDir;
 
 /// Prefix of every container id and cgroup Strata creates, so recovery can find its own.
@@ -73,6 +82,8 @@ pub struct Settings {
     pub init_binary: Option<PathBuf>,
     /// Limits on uploaded function code.
     pub code_limits: strata_store::code::CodeLimits,
+    /// What fetching function code from git may do: allowed schemes, time and size limits.
+    pub git: strata_sandbox::git::GitPolicy,
     /// Idle time after which an instance stops.
     pub idle_timeout: std::time::Duration,
     /// Most instances running at once.
@@ -129,6 +140,7 @@ impl Settings {
             cgroup_parent: format!("strata/{tag}"),
             init_binary: default_init_binary(),
             code_limits: strata_store::code::CodeLimits::default(),
+            git: strata_sandbox::git::GitPolicy::default(),
             idle_timeout: std::time::Duration::from_secs(300),
             max_instances: 64,
             invocation_log_bytes: 256 << 10,

@@ -23,6 +23,20 @@ impl Platform {
         events: &Emitter,
     ) -> Result<RuntimeInfo, ControlError> {
         validate_name(&spec.name).map_err(|e| ControlError::Invalid(e.to_string()))?;
+        if !spec.packages.is_empty() {
+            return self.create_package_runtime(spec, events).await;
+        }
+        if spec.base.is_some() || spec.layered {
+            return Err(ControlError::Invalid(
+                "--base and --layered make a runtime from packages: pass --packages too".into(),
+            ));
+        }
+        if spec.dockerfile.trim().is_empty() {
+            return Err(ControlError::Invalid(
+                "a runtime needs a Dockerfile (-f) or packages (--base IMAGE --packages a,b)"
+                    .into(),
+            ));
+        }
         // Every parse and plan error surfaces here, before anything runs.
         let (plan, externals) = self.plan_dockerfile(&spec.dockerfile, &spec.build_args)?;
         let _lease = self.gc_lock.read().await;
@@ -70,6 +84,9 @@ impl Platform {
             dockerfile: spec.dockerfile.clone(),
             dockerfile_digest: text_digest(&spec.dockerfile),
             layers: built.layers,
+            kind: "dockerfile".into(),
+            packages: vec![],
+            parent: None,
         })?;
         tracing::info!(runtime = %rec.reference(), layers = rec.layers.len(), "runtime created");
         self.forget_resolutions();
@@ -111,6 +128,9 @@ impl Platform {
             config: rec.config,
             resources: rec.resources,
             dockerfile_digest: rec.dockerfile_digest,
+            kind: rec.kind,
+            packages: rec.packages,
+            parent: rec.parent,
             created_at: rec.created_at,
         })
     }

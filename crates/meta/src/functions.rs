@@ -138,6 +138,28 @@ impl Meta {
         Ok(Some(next))
     }
 
+    /// Records where a revision's code was fetched from (a JSON document), or clears it.
+    pub fn set_revision_git(&self, name: &str, revision: u32, git: Option<&str>) -> Result<()> {
+        self.conn().execute(
+            "UPDATE revisions SET git = ?3 WHERE function = ?1 AND revision = ?2",
+            params![name, revision, git],
+        )?;
+        Ok(())
+    }
+
+    /// Where a revision's code was fetched from, as recorded by [`Meta::set_revision_git`].
+    pub fn revision_git(&self, name: &str, revision: u32) -> Result<Option<String>> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT git FROM revisions WHERE function = ?1 AND revision = ?2",
+                params![name, revision],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     /// A function at its current revision.
     pub fn function(&self, name: &str) -> Result<Option<FunctionRecord>> {
         let conn = self.conn();

@@ -9,6 +9,7 @@
 
 mod functions;
 mod migrations;
+mod packages;
 mod time;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use strata_types::{Digest, ErrorKind, ImageConfig, Resources};
 
 pub use functions::{CodeRecord, FunctionRecord};
+pub use packages::{NewPackage, PackageBuildRecord, PackageRecord};
 pub use time::now_rfc3339;
 
 /// Errors of the metadata store.
@@ -79,7 +81,7 @@ impl MetaError {
     }
 }
 
-type Result<T> = std::result::Result<T, MetaError>;
+pub(crate) type Result<T> = std::result::Result<T, MetaError>;
 
 /// A stored layer's facts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +130,12 @@ pub struct NewRuntime {
     pub dockerfile_digest: Digest,
     /// Layers, bottom first.
     pub layers: Vec<Digest>,
+    /// How it was made: `dockerfile`, `layered` or `composed`.
+    pub kind: String,
+    /// Package runtimes: the packages (`name@version`) in stacking order.
+    pub packages: Vec<String>,
+    /// The version it was made from by an update or rollback.
+    pub parent: Option<u32>,
 }
 
 /// A stored runtime version.
@@ -151,6 +159,12 @@ pub struct RuntimeRecord {
     pub dockerfile_digest: Digest,
     /// Layers, bottom first.
     pub layers: Vec<Digest>,
+    /// How it was made: `dockerfile`, `layered` or `composed`.
+    pub kind: String,
+    /// Package runtimes: the packages (`name@version`) in stacking order.
+    pub packages: Vec<String>,
+    /// The version it was made from by an update or rollback.
+    pub parent: Option<u32>,
     /// RFC 3339 creation time.
     pub created_at: String,
 }
@@ -190,7 +204,7 @@ impl Meta {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll
         // back), so a poisoned lock is safe to keep using.
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
@@ -267,7 +281,8 @@ impl Meta {
     pub fn layer_users(&self, digest: &Digest) -> Result<u64> {
         let n: i64 = self.conn().query_row(
             "SELECT (SELECT COUNT(DISTINCT image) FROM image_layers WHERE layer = ?1)
-                  + (SELECT COUNT(*) FROM (SELECT DISTINCT runtime, version FROM runtime_layers WHERE layer = ?1))",
+                  + (SELECT COUNT(*) FROM (SELECT DISTINCT runtime, version FROM runtime_layers WHERE layer = ?1))
+                  + (SELECT COUNT(*) FROM package_builds WHERE layer = ?1)",
             [digest.to_string()],
             |r| r.get(0),
         )?;
@@ -281,6 +296,7 @@ impl Meta {
             "SELECT digest FROM layers
              WHERE digest NOT IN (SELECT layer FROM image_layers)
                AND digest NOT IN (SELECT layer FROM runtime_layers)
+               AND digest NOT IN (SELECT layer FROM package_builds WHERE layer IS NOT NULL)
              ORDER BY digest",
         )?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
@@ -294,7 +310,8 @@ impl Meta {
         let tx = conn.transaction()?;
         let d = digest.to_string();
         let used: i64 = tx.query_row(
-            "SELECT (SELECT COUNT(*) FROM image_layers WHERE layer = ?1) + (SELECT COUNT(*) FROM runtime_layers WHERE layer = ?1)",
+            "SELECT (SELECT COUNT(*) FROM image_layers WHERE layer = ?1) + (SELECT COUNT(*) FROM runtime_layers WHERE layer = ?1)
+                  + (SELECT COUNT(*) FROM package_builds WHERE layer = ?1)",
             [&d],
             |r| r.get(0),
         )?;
@@ -476,8 +493,8 @@ impl Meta {
         )?;
         let created_at = now_rfc3339();
         tx.execute(
-            "INSERT INTO runtimes(name, version, base, base_image, config, resources, dockerfile, dockerfile_digest, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO runtimes(name, version, base, base_image, config, resources, dockerfile, dockerfile_digest, created_at, kind, packages, parent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 rt.name,
                 version,
@@ -487,7 +504,10 @@ impl Meta {
                 to_json(&rt.resources),
                 rt.dockerfile,
                 rt.dockerfile_digest.to_string(),
-                created_at
+                created_at,
+                rt.kind,
+                to_json(&rt.packages),
+                rt.parent
             ],
         )?;
         tx.execute(
@@ -506,6 +526,9 @@ impl Meta {
             dockerfile: rt.dockerfile.clone(),
             dockerfile_digest: rt.dockerfile_digest.clone(),
             layers: rt.layers.clone(),
+            kind: rt.kind.clone(),
+            packages: rt.packages.clone(),
+            parent: rt.parent,
             created_at,
         })
     }
@@ -513,7 +536,7 @@ impl Meta {
     /// A runtime version; `None` version means the newest.
     pub fn runtime(&self, name: &str, version: Option<u32>) -> Result<Option<RuntimeRecord>> {
         let conn = self.conn();
-        let sql = "SELECT name, version, base, base_image, config, resources, dockerfile, dockerfile_digest, created_at
+        let sql = "SELECT name, version, base, base_image, config, resources, dockerfile, dockerfile_digest, created_at, kind, packages, parent
                    FROM runtimes WHERE name = ?1 AND (?2 IS NULL OR version = ?2) ORDER BY version DESC LIMIT 1";
         let row = conn
             .query_row(sql, params![name, version], runtime_row)
@@ -590,6 +613,7 @@ fn runtime_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RuntimeRow> {
     let config: String = r.get(4)?;
     let resources: String = r.get(5)?;
     let digest: String = r.get(7)?;
+    let packages: String = r.get(10)?;
     Ok((|| {
         Ok(RuntimeRecord {
             name: r.get(0)?,
@@ -601,6 +625,9 @@ fn runtime_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RuntimeRow> {
             dockerfile: r.get(6)?,
             dockerfile_digest: parse_digest(&digest)?,
             layers: Vec::new(),
+            kind: r.get(9)?,
+            packages: from_json(&packages, "runtime packages")?,
+            parent: r.get(11)?,
             created_at: r.get(8)?,
         })
     })())
@@ -627,16 +654,16 @@ fn layers_of(conn: &Connection, sql: &str, p: impl rusqlite::Params) -> Result<V
 
 /// Digests are written by this crate only, from `Digest::to_string`; a row that does not parse
 /// is a corrupt database.
-fn parse_digest(s: &str) -> Result<Digest> {
+pub(crate) fn parse_digest(s: &str) -> Result<Digest> {
     s.parse()
         .map_err(|e: strata_types::DigestError| MetaError::CorruptDigest(e.to_string()))
 }
 
-fn to_json<T: serde::Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("plain data types always serialize")
 }
 
-fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Result<T> {
+pub(crate) fn from_json<T: serde::de::DeserializeOwned>(s: &str, what: &'static str) -> Result<T> {
     serde_json::from_str(s).map_err(|source| MetaError::Corrupt { what, source })
 }
 

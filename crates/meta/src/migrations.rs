@@ -92,6 +92,40 @@ const MIGRATIONS: &[&str] = &[
         created_at TEXT NOT NULL
     );
     ",
+    // 3: environment packages, their builds per base, and package runtimes.
+    "
+    CREATE TABLE packages (
+        name          TEXT NOT NULL,
+        version       TEXT NOT NULL,
+        seq           INTEGER NOT NULL,
+        base          TEXT NOT NULL,
+        recipe        TEXT NOT NULL,
+        recipe_digest TEXT NOT NULL,
+        context       TEXT,
+        requires      TEXT NOT NULL,
+        created_at    TEXT NOT NULL,
+        PRIMARY KEY (name, version)
+    );
+    CREATE TABLE package_builds (
+        package    TEXT NOT NULL,
+        version    TEXT NOT NULL,
+        base       TEXT NOT NULL,
+        base_chain TEXT NOT NULL,
+        layer      TEXT REFERENCES layers(digest),
+        env        TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (package, version, base_chain),
+        FOREIGN KEY (package, version) REFERENCES packages(name, version)
+    );
+    CREATE INDEX package_builds_layer ON package_builds(layer);
+    ALTER TABLE runtimes ADD COLUMN kind TEXT NOT NULL DEFAULT 'dockerfile';
+    ALTER TABLE runtimes ADD COLUMN packages TEXT NOT NULL DEFAULT '[]';
+    ALTER TABLE runtimes ADD COLUMN parent INTEGER;
+    ",
+    // 4: where a revision's code was fetched from (JSON: url, ref, commit, subdir), if git.
+    "
+    ALTER TABLE revisions ADD COLUMN git TEXT;
+    ",
 ];
 
 /// The schema version this build of Strata writes.

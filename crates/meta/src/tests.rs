@@ -29,6 +29,9 @@ fn runtime(name: &str, layers: Vec<Digest>) -> NewRuntime {
         dockerfile: "FROM base\n".into(),
         dockerfile_digest: d(99),
         layers,
+        kind: "dockerfile".into(),
+        packages: vec![],
+        parent: None,
     }
 }
 

@@ -185,7 +185,7 @@ fn validate_bootstrap_args(
     Ok(())
 }
 
-fn find_tool(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var("PATH").unwrap_or_default();
     path.split(':')
         .chain(TOOL_DIRS.split(':'))

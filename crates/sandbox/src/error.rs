@@ -245,6 +245,34 @@ pub enum SandboxError {
         /// The system error.
         source: io::Error,
     },
+    /// A git fetch request the policy refuses, or whose ref or directory does not exist.
+    #[error("{reason}")]
+    GitRejected {
+        /// What is wrong and what would be right.
+        reason: String,
+    },
+    /// A git command failed.
+    #[error("{command} failed ({status}): {output}")]
+    GitFailed {
+        /// The git subcommand, e.g. `git archive`.
+        command: String,
+        /// How it ended.
+        status: String,
+        /// Its last output lines.
+        output: String,
+    },
+    /// Fetching from git took longer than allowed.
+    #[error("fetching from git took longer than {seconds} s and was stopped")]
+    GitTimeout {
+        /// The limit.
+        seconds: u64,
+    },
+    /// The fetched repository grew past the size limit.
+    #[error("the git repository is larger than {limit_bytes} bytes; the fetch was stopped")]
+    GitTooLarge {
+        /// The limit.
+        limit_bytes: u64,
+    },
     /// Function networking cannot be set up as configured (bridge owned by someone else,
     /// overlapping subnet, bad names).
     #[error("function network: {reason}")]
@@ -261,7 +289,10 @@ impl SandboxError {
             SandboxError::InvalidSpec { .. }
             | SandboxError::InvalidUser { .. }
             | SandboxError::UnknownUser { .. }
-            | SandboxError::UnknownGroup { .. } => ErrorKind::InvalidArgument,
+            | SandboxError::UnknownGroup { .. }
+            | SandboxError::GitRejected { .. } => ErrorKind::InvalidArgument,
+            SandboxError::GitTimeout { .. } => ErrorKind::Unavailable,
+            SandboxError::GitTooLarge { .. } => ErrorKind::TooLarge,
             SandboxError::StartContainer { message, .. }
                 if message.contains(crate::runc::ID_IN_USE) =>
             {

@@ -22,6 +22,9 @@
 //! NAT egress and a deny list (the host, link-local metadata, other instances, private
 //! ranges): [`net`] plans it (pure) and makes it (`ip`, `nft`).
 //!
+//! It fetches function code from git repositories with the system `git` binary, hardened and
+//! time- and size-limited ([`git`]), as a tar for the ordinary code import.
+//!
 //! It owns two defaults every caller gets unless a plan opts out or an operator overrides:
 //! the seccomp profile of every container ([`Seccomp`], [`default_seccomp_profile`]) and the
 //! list of runc releases known to let a container escape ([`runc_verdict`]).
@@ -35,6 +38,8 @@
 mod bootstrap;
 mod cgroup;
 mod error;
+pub mod git;
+mod ldconfig;
 pub mod mount;
 pub mod net;
 mod output;
@@ -47,6 +52,7 @@ mod user;
 pub use bootstrap::debootstrap_tar;
 pub use cgroup::{cleanup_cgroups, memory_usage, set_limits};
 pub use error::SandboxError;
+pub use ldconfig::regenerate_ld_cache;
 pub use output::MAX_LINE_BYTES;
 pub use runc::{ContainerState, RunOutcome, Runc};
 pub use runc_version::{runc_verdict, Cve, Verdict, RUNC_FIXED_RELEASES};

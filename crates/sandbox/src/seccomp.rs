@@ -44,11 +44,18 @@ pub enum Seccomp {
 
 /// Architecture family of the host, which decides the profile's architecture list and its few
 /// architecture-specific calls.
+///
+/// The profile lists the native architecture only. A system call made through another ABI of
+/// the same CPU — 32-bit x86 (`int 0x80`) or x32 on x86_64, AArch32 on arm64 — then matches no
+/// listed architecture, and libseccomp's bad-architecture action kills the process with
+/// `SIGSYS`. Strata's runtimes are 64-bit; the compatibility ABIs are kernel attack surface of
+/// their own, and every extra architecture makes libseccomp compile the whole allow list again
+/// at each container start (`scripts/coldstart-phases` measures it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeccompArch {
-    /// x86_64 hosts: native, 32-bit x86 and x32 system calls.
+    /// x86_64 hosts: native (64-bit) system calls only.
     X86_64,
-    /// arm64 hosts: native and 32-bit ARM system calls.
+    /// arm64 hosts: native (64-bit) system calls only.
     Aarch64,
     /// Anything else: the native architecture only, no architecture-specific calls.
     Other,
@@ -68,8 +75,8 @@ impl SeccompArch {
 
     fn architectures(self) -> &'static [&'static str] {
         match self {
-            SeccompArch::X86_64 => &["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"],
-            SeccompArch::Aarch64 => &["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"],
+            SeccompArch::X86_64 => &["SCMP_ARCH_X86_64"],
+            SeccompArch::Aarch64 => &["SCMP_ARCH_AARCH64"],
             SeccompArch::Other => &[],
         }
     }

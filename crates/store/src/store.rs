@@ -1,45 +1,154 @@
-//! The on-disk store: `blobs/sha256/<hex>`, `layers/<hex>`, `code/<hex>` and `tmp/` under one
-//! root.
+//! The on-disk store: `blobs/sha256/<hex>`, `layers/<hex>`, `code/<hex>`, the file pool
+//! `files/<key>`, layer manifests `manifests/<hex>` and `tmp/` under one root.
 
+use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use strata_types::Digest;
 
 use crate::code::{self, CodeLimits, CodeMeta};
 use crate::error::{io_err, StoreError};
 use crate::fsutil;
-use crate::tree::{tree_digest, LayerMeta};
+use crate::manifest::Manifest;
+use crate::pool;
+use crate::tree::{walk_tree, LayerMeta, WalkedTree};
+
+/// The in-memory manifest cache holds at most this many manifest entries in total (the most
+/// recently used manifests; roughly 150 bytes each).
+const MANIFEST_CACHE_ENTRIES: usize = 400_000;
 
 /// The content-addressed store rooted at one directory of the data dir.
 ///
 /// Every object is written under `tmp/`, made durable, renamed into place and its parent
 /// directory fsynced, so a crash never leaves a half-written blob or layer visible.
+///
+/// Regular files of committed layers and code trees are deduplicated through the file pool
+/// `files/` (hardlinks, see [`Store::commit_layer`]); [`Store::collect_files`] removes pool
+/// entries nothing uses any more. Clones share one in-memory manifest cache.
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
     blobs: PathBuf,
     layers: PathBuf,
     code: PathBuf,
+    files: PathBuf,
+    manifests: PathBuf,
     tmp: PathBuf,
+    cache: Arc<Mutex<ManifestCache>>,
+}
+
+/// Physical and logical space used by the store (see [`Store::stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StoreStats {
+    /// Layers stored under `layers/`.
+    pub layers: u64,
+    /// Function code trees stored under `code/`.
+    pub code_trees: u64,
+    /// Blobs stored under `blobs/`.
+    pub blobs: u64,
+    /// Entries of the file pool `files/`.
+    pub pool_files: u64,
+    /// Pool entries nothing links to any more: what [`Store::collect_files`] would remove.
+    pub pool_unreferenced: u64,
+    /// Sum of the sizes of the regular files on disk, each inode counted once.
+    pub apparent_bytes: u64,
+    /// Space allocated on disk (`st_blocks * 512`) for every file, directory and symlink, each
+    /// inode counted once.
+    pub allocated_bytes: u64,
+    /// Sum of the sizes of every regular file name outside the pool (in layers, code trees,
+    /// blobs and manifests), as if nothing were shared.
+    pub logical_bytes: u64,
+    /// Bytes saved by hardlinks: `logical_bytes` minus the sizes of the distinct inodes behind
+    /// those names.
+    pub dedup_saved_bytes: u64,
+}
+
+/// Recently used manifests, bounded by their total number of entries.
+#[derive(Default)]
+struct ManifestCache {
+    map: HashMap<Digest, (Arc<Manifest>, u64)>,
+    tick: u64,
+    entries: usize,
+}
+
+impl fmt::Debug for ManifestCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ManifestCache")
+            .field("manifests", &self.map.len())
+            .field("entries", &self.entries)
+            .finish()
+    }
+}
+
+impl ManifestCache {
+    fn get(&mut self, d: &Digest) -> Option<Arc<Manifest>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(d).map(|(m, used)| {
+            *used = tick;
+            Arc::clone(m)
+        })
+    }
+
+    fn insert(&mut self, d: &Digest, m: Arc<Manifest>) {
+        self.remove(d);
+        while !self.map.is_empty() && self.entries + m.len() > MANIFEST_CACHE_ENTRIES {
+            let oldest = self
+                .map
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => self.remove(&k),
+                None => break,
+            }
+        }
+        self.tick += 1;
+        self.entries += m.len();
+        self.map.insert(d.clone(), (m, self.tick));
+    }
+
+    fn remove(&mut self, d: &Digest) {
+        if let Some((m, _)) = self.map.remove(d) {
+            self.entries -= m.len();
+        }
+    }
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `root`: `root/{blobs/sha256,layers,code,tmp}`.
+    /// Opens (creating if needed) the store at `root`:
+    /// `root/{blobs/sha256,layers,code,files,manifests,tmp}`. The file pool `files/` is made
+    /// mode 0700: it holds setuid binaries of every layer under names no one else should reach.
     pub fn open(root: &Path) -> Result<Store, StoreError> {
         let store = Store {
             root: root.to_path_buf(),
             blobs: root.join("blobs").join("sha256"),
             layers: root.join("layers"),
             code: root.join("code"),
+            files: root.join("files"),
+            manifests: root.join("manifests"),
             tmp: root.join("tmp"),
+            cache: Arc::default(),
         };
-        for dir in [&store.blobs, &store.layers, &store.code, &store.tmp] {
+        for dir in [
+            &store.blobs,
+            &store.layers,
+            &store.code,
+            &store.files,
+            &store.manifests,
+            &store.tmp,
+        ] {
             fs::create_dir_all(dir).map_err(io_err("create store dir", dir))?;
         }
+        fs::set_permissions(&store.files, fs::Permissions::from_mode(0o700))
+            .map_err(io_err("chmod", &store.files))?;
         Ok(store)
     }
 
@@ -171,13 +280,34 @@ impl Store {
     /// Turns the staged directory `staged` (on the store's filesystem, normally a scratch dir)
     /// into the layer named by its tree digest. If that layer already exists, `staged` is deleted
     /// and the existing layer's meta returned.
+    ///
+    /// Before the layer becomes visible its regular files are deduplicated through the file pool
+    /// (see the `files/` rules in ADR 0010): every non-empty file without xattrs and with a single
+    /// link is replaced by a hardlink to the pool entry with the same content, mode, owner and
+    /// mtime, or becomes that entry. The tree digest is unchanged by this. The layer's
+    /// [`Manifest`] is written at the same time.
     pub fn commit_layer(&self, staged: &Path) -> Result<LayerMeta, StoreError> {
-        self.commit_tree(staged, &self.layers)
+        let (meta, walked) = self.commit_tree(staged, &self.layers)?;
+        let digest = meta.digest.clone();
+        if self.cached_manifest(&digest).is_none() {
+            let manifest = Arc::new(Manifest::from_walk(&walked));
+            if let Err(e) = self.save_manifest(&digest, &manifest) {
+                // Only a cache: recomputed from the layer on demand.
+                tracing::warn!(layer = %digest, error = %e, "could not write layer manifest");
+            }
+            self.cache().insert(&digest, manifest);
+        }
+        Ok(meta)
     }
 
-    /// Renames `staged` to `<into>/<tree digest hex>` durably (syncfs, rename, fsync of `into`),
-    /// or deletes it when that tree is already there.
-    fn commit_tree(&self, staged: &Path, into: &Path) -> Result<LayerMeta, StoreError> {
+    /// Renames `staged` to `<into>/<tree digest hex>` durably (links to existing pool entries,
+    /// syncfs, new pool entries, rename, fsync of `into`), or deletes it when that tree is already there. Returns the walk too, so
+    /// callers can derive a manifest without reading the tree again.
+    fn commit_tree(
+        &self,
+        staged: &Path,
+        into: &Path,
+    ) -> Result<(LayerMeta, WalkedTree), StoreError> {
         let md = fs::symlink_metadata(staged).map_err(io_err("stat staged layer", staged))?;
         if !md.is_dir() {
             return Err(StoreError::CommitLayer {
@@ -196,15 +326,22 @@ impl Store {
                 ),
             });
         }
-        let meta = tree_digest(staged)?;
+        let walked = walk_tree(staged)?;
+        let meta = walked.meta.clone();
         let dest = into.join(meta.digest.hex());
         if fs::symlink_metadata(&dest).is_ok() {
             fsutil::remove_tree(staged).map_err(io_err("remove staged layer", staged))?;
-            return Ok(meta);
+            return Ok((meta, walked));
         }
-        // Make every file of the staged tree durable before it becomes visible.
+        // Make every file of the staged tree durable before it becomes visible, and before any
+        // of its files becomes a pool entry (an entry must never have partial content). Files
+        // that already have an entry are linked first, so their copies are never written back.
         let dir = fs::File::open(into).map_err(io_err("open", into))?;
-        rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("syncfs", into, e.into()))?;
+        let sync =
+            || rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("syncfs", into, e.into()));
+        let dedup = pool::dedup_tree(&self.files, staged, &walked, &sync)?;
+        tracing::debug!(tree = %meta.digest, linked = dedup.linked, saved_bytes = dedup.linked_bytes,
+            pooled = dedup.pooled, kept = dedup.kept, "deduplicated files");
         match fs::rename(staged, &dest) {
             Ok(()) => {}
             // Someone committed the same layer meanwhile.
@@ -217,14 +354,14 @@ impl Store {
                     ) =>
             {
                 fsutil::remove_tree(staged).map_err(io_err("remove staged layer", staged))?;
-                return Ok(meta);
+                return Ok((meta, walked));
             }
             Err(e) => return Err(StoreError::io("rename tree into", dest, e)),
         }
         dir.sync_all().map_err(io_err("fsync", into))?;
         tracing::debug!(tree = %meta.digest, dir = %into.display(), entries = meta.entries,
             "committed tree");
-        Ok(meta)
+        Ok((meta, walked))
     }
 
     /// Where layer `d` lives (whether or not it is stored).
@@ -237,8 +374,9 @@ impl Store {
         fs::symlink_metadata(self.layer_path(d)).is_ok_and(|m| m.is_dir())
     }
 
-    /// Deletes layer `d`: first renamed into `tmp/` (so a crash never leaves a half-deleted layer
-    /// under `layers/`), then removed.
+    /// Deletes layer `d` and its manifest: first renamed into `tmp/` (so a crash never leaves a
+    /// half-deleted layer under `layers/`), then removed. Pool entries it was the last user of
+    /// stay until [`Store::collect_files`].
     pub fn remove_layer(&self, d: &Digest) -> Result<(), StoreError> {
         let path = self.layer_path(d);
         let doomed = self
@@ -252,7 +390,230 @@ impl Store {
             Err(e) => return Err(StoreError::io("move layer out of", path, e)),
         }
         fsutil::fsync_dir(&self.layers).map_err(io_err("fsync", &self.layers))?;
+        self.cache().remove(d);
+        let manifest = self.manifest_path(d);
+        match fs::remove_file(&manifest) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove layer manifest", manifest, e)),
+        }
         fsutil::remove_tree(&doomed).map_err(io_err("remove", &doomed))
+    }
+
+    // ---- manifests, file pool, space ----
+
+    /// The manifest of layer `layer`: every entry with type, mode, owner, mtime and content
+    /// digest, sorted by path. Served from memory, else from `manifests/<hex>`, else computed
+    /// from the layer (reading and hashing every file; the layer's digest is verified on the way)
+    /// and cached in both places.
+    pub fn manifest(&self, layer: &Digest) -> Result<Arc<Manifest>, StoreError> {
+        if !self.has_layer(layer) {
+            return Err(StoreError::LayerNotFound {
+                digest: layer.clone(),
+            });
+        }
+        if let Some(m) = self.cached_manifest(layer) {
+            return Ok(m);
+        }
+        let path = self.manifest_path(layer);
+        match fs::read(&path) {
+            Ok(bytes) => {
+                let decoded = String::from_utf8(bytes)
+                    .map_err(|e| e.to_string())
+                    .and_then(|text| Manifest::decode(&text, layer));
+                match decoded {
+                    Ok(m) => {
+                        let m = Arc::new(m);
+                        self.cache().insert(layer, Arc::clone(&m));
+                        return Ok(m);
+                    }
+                    Err(reason) => tracing::warn!(layer = %layer, %reason,
+                        "ignoring unreadable layer manifest; recomputing it"),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("read layer manifest", path, e)),
+        }
+        let walked = match walk_tree(&self.layer_path(layer)) {
+            Ok(w) => w,
+            Err(_) if !self.has_layer(layer) => {
+                return Err(StoreError::LayerNotFound {
+                    digest: layer.clone(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        if walked.meta.digest != *layer {
+            return Err(StoreError::DigestMismatch {
+                what: format!("stored layer {}", self.layer_path(layer).display()),
+                expected: layer.clone(),
+                actual: walked.meta.digest,
+            });
+        }
+        let m = Arc::new(Manifest::from_walk(&walked));
+        if let Err(e) = self.save_manifest(layer, &m) {
+            tracing::warn!(layer = %layer, error = %e, "could not write layer manifest");
+        }
+        self.cache().insert(layer, Arc::clone(&m));
+        Ok(m)
+    }
+
+    /// The logical size of layer `d`: the sum of the sizes of its regular files, every name
+    /// counted fully whether or not its content is shared with other layers.
+    pub fn layer_size(&self, d: &Digest) -> Result<u64, StoreError> {
+        Ok(self.manifest(d)?.file_bytes())
+    }
+
+    /// Removes file pool entries that no layer or code tree links to any more (link count 1),
+    /// and manifests of layers that are no longer stored. Returns the number of pool entries
+    /// removed and the bytes they held.
+    ///
+    /// Safe while layers are being committed: a commit that loses its pool entry to this
+    /// collection links its own copy as the new entry, and one that linked just before keeps a
+    /// valid file (see ADR 0010).
+    pub fn collect_files(&self) -> Result<(u64, u64), StoreError> {
+        let (removed, bytes) = pool::collect(&self.files)?;
+        for entry in fs::read_dir(&self.manifests).map_err(io_err("read dir", &self.manifests))? {
+            let entry = entry.map_err(io_err("read dir", &self.manifests))?;
+            let path = entry.path();
+            let layer = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| Digest::from_hex(n).ok());
+            let stale = match &layer {
+                Some(d) => !self.has_layer(d),
+                None => true,
+            };
+            if stale {
+                if let Some(d) = &layer {
+                    self.cache().remove(d);
+                }
+                match fsutil::remove_tree(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StoreError::io("remove stale manifest", path, e)),
+                }
+            }
+        }
+        if removed > 0 {
+            tracing::info!(files = removed, bytes, "collected unused pool files");
+        }
+        Ok((removed, bytes))
+    }
+
+    /// Space used by the store: walks `layers/`, `files/`, `blobs/`, `code/` and `manifests/`
+    /// (not `tmp/`), counting each inode once, and reports apparent and allocated bytes, the
+    /// logical size of every file name outside the pool, and what hardlinks save.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        struct Inode {
+            size: u64,
+            names: u64,
+        }
+        let mut stats = StoreStats {
+            layers: self.list_layers()?.len() as u64,
+            code_trees: self.list_code()?.len() as u64,
+            blobs: self.list_blobs()?.len() as u64,
+            ..StoreStats::default()
+        };
+        let mut seen: HashSet<(u64, u64)> = HashSet::new();
+        let mut files: HashMap<(u64, u64), Inode> = HashMap::new();
+        for (dir, is_pool) in [
+            (&self.layers, false),
+            (&self.files, true),
+            (&self.blobs, false),
+            (&self.code, false),
+            (&self.manifests, false),
+        ] {
+            for item in walkdir::WalkDir::new(dir)
+                .follow_links(false)
+                .same_file_system(true)
+                .min_depth(1)
+            {
+                let entry = match item {
+                    Ok(e) => e,
+                    // Removed while we walked (a concurrent layer removal): not used any more.
+                    Err(e)
+                        if e.io_error()
+                            .is_some_and(|io| io.kind() == io::ErrorKind::NotFound) =>
+                    {
+                        continue
+                    }
+                    Err(e) => {
+                        let path = e.path().unwrap_or(dir).to_path_buf();
+                        return Err(StoreError::io(
+                            "walk store",
+                            path,
+                            io::Error::other(e.to_string()),
+                        ));
+                    }
+                };
+                let md = match entry.metadata() {
+                    Ok(md) => md,
+                    Err(_) => continue,
+                };
+                let key = (md.dev(), md.ino());
+                if seen.insert(key) {
+                    stats.allocated_bytes += md.blocks() * 512;
+                    if md.is_file() {
+                        stats.apparent_bytes += md.len();
+                    }
+                }
+                if !md.is_file() {
+                    continue;
+                }
+                if is_pool && entry.depth() == 1 {
+                    stats.pool_files += 1;
+                    if md.nlink() == 1 {
+                        stats.pool_unreferenced += 1;
+                    }
+                    continue;
+                }
+                stats.logical_bytes += md.len();
+                files
+                    .entry(key)
+                    .or_insert(Inode {
+                        size: md.len(),
+                        names: 0,
+                    })
+                    .names += 1;
+            }
+        }
+        stats.dedup_saved_bytes = files
+            .values()
+            .map(|i| i.size * i.names.saturating_sub(1))
+            .sum();
+        Ok(stats)
+    }
+
+    /// Where the cached manifest of layer `d` lives: `manifests/<hex>`.
+    fn manifest_path(&self, d: &Digest) -> PathBuf {
+        self.manifests.join(d.hex())
+    }
+
+    fn cache(&self) -> MutexGuard<'_, ManifestCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn cached_manifest(&self, d: &Digest) -> Option<Arc<Manifest>> {
+        self.cache().get(d)
+    }
+
+    /// Writes `manifests/<hex>` atomically: a temp file under `tmp/`, fsync, rename.
+    fn save_manifest(&self, d: &Digest, m: &Manifest) -> Result<(), StoreError> {
+        let tmp = TempPath(self.tmp.join(fsutil::unique_name("manifest")));
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.0)
+            .map_err(io_err("create temp manifest", &tmp.0))?;
+        file.write_all(m.encode(d).as_bytes())
+            .map_err(io_err("write manifest", &tmp.0))?;
+        file.sync_all().map_err(io_err("fsync manifest", &tmp.0))?;
+        drop(file);
+        let dest = self.manifest_path(d);
+        fs::rename(&tmp.0, &dest).map_err(io_err("rename manifest into", &dest))?;
+        tmp.disarm();
+        Ok(())
     }
 
     /// All stored layers, sorted.
@@ -272,7 +633,7 @@ impl Store {
         let scratch = self.scratch_dir("code")?;
         let staged = scratch.path().join("tree");
         code::unpack(archive, &staged, limits)?;
-        let meta = self.commit_tree(&staged, &self.code)?;
+        let (meta, _) = self.commit_tree(&staged, &self.code)?;
         tracing::info!(code = %meta.digest, entries = meta.entries, bytes = meta.size_bytes,
             "imported function code");
         Ok(CodeMeta {
@@ -395,6 +756,7 @@ impl Drop for ScratchDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tree::tree_digest;
 
     fn tmp_entries(store: &Store) -> Vec<PathBuf> {
         fs::read_dir(store.tmp_dir())

@@ -2,7 +2,7 @@
 
 use std::fs;
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -53,6 +53,46 @@ const FORMAT_HEADER: &[u8] = b"strata-tree-v1\n";
 /// files. Symlinks are never followed; nanoseconds, atime and ctime are not part of the digest.
 /// Only xattrs the caller can list are included (all of them when running as root).
 pub fn tree_digest(dir: &Path) -> Result<LayerMeta, StoreError> {
+    walk_tree(dir).map(|w| w.meta)
+}
+
+/// One entry below a walked tree's root, with everything the digest, the manifest and the file
+/// pool need, so a commit reads each file once.
+#[derive(Debug)]
+pub(crate) struct Walked {
+    /// Path relative to the walked root, as raw bytes.
+    pub rel: Vec<u8>,
+    /// lstat of the entry at walk time.
+    pub md: fs::Metadata,
+    /// sha256 (hex) of a regular file's content.
+    pub sha256: Option<String>,
+    /// A symlink's target bytes.
+    pub target: Option<Vec<u8>>,
+    /// xattrs (name, value), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Walked {
+    /// Whether the entry is a directory marked `trusted.overlay.opaque=y`.
+    pub fn is_opaque(&self) -> bool {
+        self.md.is_dir()
+            && self
+                .xattrs
+                .iter()
+                .any(|(n, v)| n == fsutil::OPAQUE_XATTR.as_bytes() && v == b"y")
+    }
+}
+
+/// A tree read in one pass: its identity and its entries, sorted by relative path bytes.
+#[derive(Debug)]
+pub(crate) struct WalkedTree {
+    pub meta: LayerMeta,
+    pub entries: Vec<Walked>,
+}
+
+/// Walks `dir` (never following symlinks), hashing every regular file once, and computes the
+/// tree digest described at [`tree_digest`].
+pub(crate) fn walk_tree(dir: &Path) -> Result<WalkedTree, StoreError> {
     let md = fs::symlink_metadata(dir).map_err(io_err("stat layer dir", dir))?;
     if !md.is_dir() {
         return Err(StoreError::CommitLayer {
@@ -60,7 +100,7 @@ pub fn tree_digest(dir: &Path) -> Result<LayerMeta, StoreError> {
             reason: "not a directory".into(),
         });
     }
-    let mut records: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut entries: Vec<Walked> = Vec::new();
     let mut size_bytes = 0u64;
     for item in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
         let entry = item.map_err(|e| {
@@ -75,20 +115,25 @@ pub fn tree_digest(dir: &Path) -> Result<LayerMeta, StoreError> {
             .as_bytes()
             .to_vec();
         let md = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
-        let (record, file_size) = entry_record(path, &rel, &md)?;
-        size_bytes += file_size;
-        records.push((rel, record));
+        let walked = read_entry(path, rel, md)?;
+        if walked.md.is_file() {
+            size_bytes += walked.md.len();
+        }
+        entries.push(walked);
     }
-    records.sort_by(|a, b| a.0.cmp(&b.0));
+    entries.sort_by(|a, b| a.rel.cmp(&b.rel));
     let mut h = Sha256::new();
     h.update(FORMAT_HEADER);
-    for (_, r) in &records {
-        h.update(r);
+    for w in &entries {
+        h.update(entry_record(w));
     }
-    Ok(LayerMeta {
-        digest: Digest::from_bytes(&h.finalize().into()),
-        size_bytes,
-        entries: records.len() as u64,
+    Ok(WalkedTree {
+        meta: LayerMeta {
+            digest: Digest::from_bytes(&h.finalize().into()),
+            size_bytes,
+            entries: entries.len() as u64,
+        },
+        entries,
     })
 }
 
@@ -98,8 +143,50 @@ fn push_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// One entry's serialized record, and its contribution to `size_bytes`.
-fn entry_record(path: &Path, rel: &[u8], md: &fs::Metadata) -> Result<(Vec<u8>, u64), StoreError> {
+/// Reads what the digest needs about one entry: content hash, link target, xattrs.
+fn read_entry(path: &Path, rel: Vec<u8>, mut md: fs::Metadata) -> Result<Walked, StoreError> {
+    let ft = md.file_type();
+    let mut sha256 = None;
+    let mut target = None;
+    if ft.is_file() {
+        let (hex, size) = hash_file(path)?;
+        if size != md.len() {
+            // Changed while we read it: describe what was hashed.
+            md = fs::symlink_metadata(path).map_err(io_err("stat", path))?;
+            if md.len() != size {
+                return Err(StoreError::io(
+                    "hash",
+                    path,
+                    io::Error::other("file changed size while being hashed"),
+                ));
+            }
+        }
+        sha256 = Some(hex);
+    } else if ft.is_symlink() {
+        let t = fs::read_link(path).map_err(io_err("read symlink", path))?;
+        target = Some(t.into_os_string().into_vec());
+    }
+    let mut names = fsutil::list_xattrs(path).map_err(io_err("list xattrs", path))?;
+    names.sort();
+    let mut xattrs = Vec::with_capacity(names.len());
+    for name in names {
+        // An xattr removed between list and get simply does not count.
+        if let Some(value) = fsutil::get_xattr(path, &name).map_err(io_err("read xattr", path))? {
+            xattrs.push((name, value));
+        }
+    }
+    Ok(Walked {
+        rel,
+        md,
+        sha256,
+        target,
+        xattrs,
+    })
+}
+
+/// One entry's serialized record (see [`tree_digest`]).
+fn entry_record(w: &Walked) -> Vec<u8> {
+    let md = &w.md;
     let ft = md.file_type();
     let kind = if ft.is_dir() {
         "dir"
@@ -116,9 +203,9 @@ fn entry_record(path: &Path, rel: &[u8], md: &fs::Metadata) -> Result<(Vec<u8>, 
     } else {
         "socket"
     };
-    let mut r = Vec::with_capacity(128 + rel.len());
+    let mut r = Vec::with_capacity(128 + w.rel.len());
     r.extend_from_slice(b"path ");
-    push_bytes(&mut r, rel);
+    push_bytes(&mut r, &w.rel);
     r.extend_from_slice(
         format!(
             "\ntype {kind}\nmode {:o}\nowner {}:{}\nmtime {}\n",
@@ -129,15 +216,11 @@ fn entry_record(path: &Path, rel: &[u8], md: &fs::Metadata) -> Result<(Vec<u8>, 
         )
         .as_bytes(),
     );
-    let mut file_size = 0;
-    if ft.is_file() {
-        let (hex, size) = hash_file(path)?;
-        file_size = size;
-        r.extend_from_slice(format!("size {size}\nsha256 {hex}\n").as_bytes());
-    } else if ft.is_symlink() {
-        let target = fs::read_link(path).map_err(io_err("read symlink", path))?;
+    if let Some(hex) = &w.sha256 {
+        r.extend_from_slice(format!("size {}\nsha256 {hex}\n", md.len()).as_bytes());
+    } else if let Some(target) = &w.target {
         r.extend_from_slice(b"target ");
-        push_bytes(&mut r, target.as_os_str().as_bytes());
+        push_bytes(&mut r, target);
         r.push(b'\n');
     } else if ft.is_char_device() || ft.is_block_device() {
         let rdev = md.rdev();
@@ -150,20 +233,15 @@ fn entry_record(path: &Path, rel: &[u8], md: &fs::Metadata) -> Result<(Vec<u8>, 
             .as_bytes(),
         );
     }
-    let mut names = fsutil::list_xattrs(path).map_err(io_err("list xattrs", path))?;
-    names.sort();
-    for name in names {
-        // An xattr removed between list and get simply does not count.
-        if let Some(value) = fsutil::get_xattr(path, &name).map_err(io_err("read xattr", path))? {
-            r.extend_from_slice(b"xattr ");
-            push_bytes(&mut r, &name);
-            r.push(b' ');
-            push_bytes(&mut r, &value);
-            r.push(b'\n');
-        }
+    for (name, value) in &w.xattrs {
+        r.extend_from_slice(b"xattr ");
+        push_bytes(&mut r, name);
+        r.push(b' ');
+        push_bytes(&mut r, value);
+        r.push(b'\n');
     }
     r.extend_from_slice(b"end\n");
-    Ok((r, file_size))
+    r
 }
 
 /// sha256 (hex) and length of a regular file's content, opened without following symlinks.

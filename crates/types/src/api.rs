@@ -73,10 +73,25 @@ pub struct RuntimeInfo {
     pub config: ImageConfig,
     /// Default resources for functions on this runtime.
     pub resources: Resources,
-    /// Digest of the Dockerfile text it was built from.
+    /// Digest of the Dockerfile text it was built from (for package runtimes: of the recipe
+    /// the version was made from).
     pub dockerfile_digest: Digest,
+    /// How it was made: `dockerfile`, `layered` (packages built as one ordered chain) or
+    /// `composed` (independently built packages plus a merge layer).
+    #[serde(default = "dockerfile_kind")]
+    pub kind: String,
+    /// For package runtimes: the packages, as `name@version`, in stacking order.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// The version this one was made from by an update or a rollback.
+    #[serde(default)]
+    pub parent: Option<u32>,
     /// Creation time, RFC 3339 UTC.
     pub created_at: String,
+}
+
+fn dockerfile_kind() -> String {
+    "dockerfile".into()
 }
 
 /// `POST /v1/images/{name}/bootstrap`.
@@ -100,8 +115,20 @@ pub struct BootstrapImageRequest {
 pub struct CreateRuntimeSpec {
     /// The runtime's name; creating an existing name makes its next version.
     pub name: String,
-    /// The Dockerfile text.
+    /// The Dockerfile text (a Dockerfile runtime); empty for a package runtime.
+    #[serde(default)]
     pub dockerfile: String,
+    /// For a package runtime: the image (or runtime version) the packages are stacked on.
+    #[serde(default)]
+    pub base: Option<String>,
+    /// For a package runtime: the packages (`name` or `name@version`); their requirements are
+    /// added before them.
+    #[serde(default)]
+    pub packages: Vec<String>,
+    /// Build the packages as one ordered layer chain (Phase 2) instead of composing
+    /// independently built packages (Phase 3, the default).
+    #[serde(default)]
+    pub layered: bool,
     /// `--build-arg` values.
     #[serde(default)]
     pub build_args: BTreeMap<String, String>,
@@ -238,6 +265,45 @@ mod tests {
     }
 
     #[test]
+    fn routes_match_whole_segments_and_methods() {
+        let r = Route {
+            path: "/items".into(),
+            methods: vec!["GET".into()],
+        };
+        assert!(r.matches("GET", "/items"));
+        assert!(r.matches("GET", "/items/7"));
+        assert!(!r.matches("GET", "/itemsx"));
+        assert!(!r.matches("POST", "/items"));
+        assert!(!r.matches("GET", "/"));
+        let all = Route {
+            path: "/".into(),
+            methods: vec![],
+        };
+        assert!(all.matches("DELETE", "/anything/at/all"));
+        assert!(routes_match(&[], "PUT", "/x"), "no routes: everything");
+        assert!(!routes_match(std::slice::from_ref(&r), "PUT", "/items"));
+        for bad in ["items", "/a/../b", "/a?x=1", "/a//b", ""] {
+            let r = Route {
+                path: bad.into(),
+                methods: vec![],
+            };
+            assert!(r.validate().is_err(), "{bad}");
+        }
+        let r = Route {
+            path: "/x".into(),
+            methods: vec!["get".into()],
+        };
+        assert!(r.validate().is_err(), "methods are upper case");
+        let old: FunctionConfig =
+            serde_json::from_str(r#"{"runtime": "python3", "handler": "app.handler"}"#)
+                .expect("a configuration stored before routes existed");
+        assert!(old.routes.is_empty());
+        assert!(!serde_json::to_string(&old)
+            .expect("json")
+            .contains("routes"));
+    }
+
+    #[test]
     fn events_are_tagged_ndjson() {
         let e = Event::Output {
             stream: Stream::Stderr,
@@ -310,6 +376,130 @@ pub struct FunctionConfig {
     /// Scaling: warm minimum, maximum, concurrency per instance, idle timeout, queue.
     #[serde(default)]
     pub scaling: Scaling,
+    /// Which requests of the HTTP trigger reach the function; empty: every path and method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+/// One route of a function's HTTP trigger (`ANY /fn/NAME/...`): a path prefix and the methods
+/// it accepts. A function with routes answers only requests that match one of them (others get
+/// 404 in the Lambda error shape); a function without routes takes every path and method.
+/// Whether the trigger needs the token is the function's `public` flag, not the route's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// Path prefix after `/fn/NAME`, starting with `/`. It matches whole segments: `/items`
+    /// matches `/items` and `/items/7`, not `/itemsx`; `/` matches everything.
+    pub path: String,
+    /// HTTP methods in upper case, e.g. `GET`; empty: any method.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub methods: Vec<String>,
+}
+
+/// Most routes one function may have.
+pub const MAX_ROUTES: usize = 64;
+
+impl Route {
+    /// Checks the route's form: an absolute, normalized path prefix of at most 256 bytes
+    /// without query, fragment or `..`, and known upper-case methods.
+    pub fn validate(&self) -> Result<(), String> {
+        let p = &self.path;
+        if !p.starts_with('/')
+            || p.len() > 256
+            || p.contains(['?', '#', '\\', '\0', ' '])
+            || p.contains("//")
+            || p.split('/').any(|c| c == ".." || c == ".")
+        {
+            return Err(format!(
+                "route path {p:?} must be an absolute path prefix such as / or /items (no query, no .., at most 256 bytes)"
+            ));
+        }
+        for m in &self.methods {
+            if !ROUTE_METHODS.contains(&m.as_str()) {
+                return Err(format!(
+                    "route method {m:?} must be one of {}",
+                    ROUTE_METHODS.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a request (method, path after `/fn/NAME`) matches this route.
+    pub fn matches(&self, method: &str, path: &str) -> bool {
+        let prefix = self.path.trim_end_matches('/');
+        let path_ok = prefix.is_empty()
+            || path == prefix
+            || path
+                .strip_prefix(prefix)
+                .is_some_and(|rest| rest.starts_with('/'));
+        path_ok && (self.methods.is_empty() || self.methods.iter().any(|m| m == method))
+    }
+}
+
+/// The methods a route may name.
+pub const ROUTE_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+
+/// Whether a request reaches a function with these routes (every request when there are none).
+pub fn routes_match(routes: &[Route], method: &str, path: &str) -> bool {
+    routes.is_empty() || routes.iter().any(|r| r.matches(method, path))
+}
+
+/// Where a function's code comes from when the server fetches it from a git repository.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// Repository URL (`https://...`, `file://...` or an absolute path on the server, as the
+    /// server allows).
+    pub url: String,
+    /// Branch, tag or full commit id; the repository's default branch (`HEAD`) when unset.
+    #[serde(rename = "ref", default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    /// Directory inside the repository holding the function's code; the root when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subdir: Option<String>,
+}
+
+/// The git origin of a revision's code, as the server fetched it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitOrigin {
+    /// Repository URL.
+    pub url: String,
+    /// The ref asked for (`HEAD` when none was).
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// The commit it resolved to.
+    pub commit: String,
+    /// The directory used, empty for the root.
+    #[serde(default)]
+    pub subdir: String,
+}
+
+/// What `PUT /v1/functions/{name}` did (or, with `dry_run`, would do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApplyAction {
+    /// The function did not exist and was created.
+    Created,
+    /// A new revision was made; `changed` says what differed.
+    Updated,
+    /// The function already matched.
+    Unchanged,
+}
+
+/// The answer of `PUT /v1/functions/{name}`: a declarative create-or-replace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyResult {
+    /// What happened.
+    pub action: ApplyAction,
+    /// Fields that differ from the current revision: `runtime`, `handler`, `resources.memory`,
+    /// `resources.cpu`, `resources.timeout`, `env`, `secret_env`, `volumes`, `network`,
+    /// `public`, `scaling`, `routes`, `code`.
+    pub changed: Vec<String>,
+    /// Whether nothing was changed because `dry_run` was asked.
+    pub dry_run: bool,
+    /// The function as it is now (absent after a dry run that would create it).
+    pub function: Option<FunctionInfo>,
 }
 
 /// How a function scales.
@@ -400,6 +590,9 @@ pub struct FunctionUpdate {
     /// Change scaling.
     #[serde(default)]
     pub scaling: ScalingUpdate,
+    /// Replace the HTTP trigger's routes (an empty list: every path and method).
+    #[serde(default)]
+    pub routes: Option<Vec<Route>>,
 }
 
 /// The `spec` part of `POST /v1/functions`.
@@ -450,6 +643,12 @@ pub struct FunctionInfo {
     pub created_at: String,
     /// Invocation statistics since the server started.
     pub stats: FunctionStats,
+    /// The HTTP trigger's routes (empty: every path and method).
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// Where the current revision's code was fetched from, when it came from git.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git: Option<GitOrigin>,
 }
 
 /// Invocation statistics of a function since the server started.
@@ -519,4 +718,173 @@ pub struct InvokeError {
     /// Stack frames, when the runtime reported them.
     #[serde(rename = "stackTrace", default)]
     pub stack_trace: Vec<String>,
+}
+
+/// `POST /v1/packages`: a package recipe. The recipe parts are joined in this order into one
+/// Dockerfile snippet: `apt`, `pip`, `npm`, `run`, then `snippet`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePackageSpec {
+    /// The package's name.
+    pub name: String,
+    /// A version label; when unset, the newest version is reused if its recipe is the same,
+    /// else the next number is taken.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The image (or runtime version) the package is built against.
+    pub base: String,
+    /// A Dockerfile snippet of RUN, ENV, COPY and WORKDIR instructions.
+    #[serde(default)]
+    pub snippet: Option<String>,
+    /// Shell commands, one RUN each.
+    #[serde(default)]
+    pub run: Vec<String>,
+    /// Debian packages to install with apt.
+    #[serde(default)]
+    pub apt: Vec<String>,
+    /// Python requirement specifiers to install with pip.
+    #[serde(default)]
+    pub pip: Vec<String>,
+    /// npm package specifiers to install globally.
+    #[serde(default)]
+    pub npm: Vec<String>,
+    /// Packages (`name` or `name@version`) this one is built on and needs at run time.
+    #[serde(default)]
+    pub requires: Vec<String>,
+    /// Rebuild even when the same recipe was built on the same base.
+    #[serde(default)]
+    pub no_cache: bool,
+}
+
+/// One build of a package against one base.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageBuildInfo {
+    /// The base it was built against, as named when built.
+    pub base: String,
+    /// The layer (none when the recipe changed no file).
+    pub layer: Option<LayerInfo>,
+    /// Build time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// A package version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageInfo {
+    /// Name.
+    pub name: String,
+    /// Version label.
+    pub version: String,
+    /// The base named at creation.
+    pub base: String,
+    /// The recipe as one Dockerfile snippet.
+    pub recipe: String,
+    /// Its digest (with the uploaded context's, if any).
+    pub recipe_digest: Digest,
+    /// Required packages, resolved to `name@version`.
+    pub requires: Vec<String>,
+    /// Environment the package adds to a runtime (its ENV instructions).
+    pub env: Vec<String>,
+    /// Builds, one per base.
+    pub builds: Vec<PackageBuildInfo>,
+    /// Runtime versions that use it (`name@version`).
+    pub used_by: Vec<String>,
+    /// Creation time, RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// `POST /v1/runtimes/{name}/update`: the next version of a package runtime.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRuntimeRequest {
+    /// Packages to add (`name` or `name@version`), on top of the current ones.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Package names to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// `name@version` of packages already in the runtime to move to another version.
+    #[serde(default)]
+    pub set: Vec<String>,
+}
+
+/// `POST /v1/runtimes/{name}/rollback`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The version to go back to; default: the one the newest version was made from.
+    #[serde(default)]
+    pub to: Option<u32>,
+}
+
+/// A package whose version differs between two runtime versions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageChange {
+    /// Package name.
+    pub name: String,
+    /// Version in the first runtime.
+    pub from: String,
+    /// Version in the second runtime.
+    pub to: String,
+}
+
+/// `GET /v1/runtimes/diff?from=A&to=B`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeDiff {
+    /// First runtime version (`name@version`).
+    pub from: String,
+    /// Second runtime version.
+    pub to: String,
+    /// Packages only in the second.
+    pub packages_added: Vec<String>,
+    /// Packages only in the first.
+    pub packages_removed: Vec<String>,
+    /// Packages in both at different versions.
+    pub packages_changed: Vec<PackageChange>,
+    /// Paths only in the second's file tree.
+    pub files_added: Vec<String>,
+    /// Paths only in the first's file tree.
+    pub files_removed: Vec<String>,
+    /// Paths in both with different content, type, mode or owner.
+    pub files_changed: Vec<String>,
+}
+
+/// `GET /v1/store/stats`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoreStats {
+    /// Every image and runtime version counted as a full image: the sum of their layers' sizes.
+    pub logical_bytes: u64,
+    /// Bytes of file content on disk (each stored inode counted once).
+    pub physical_bytes: u64,
+    /// Disk blocks the store occupies, in bytes.
+    pub allocated_bytes: u64,
+    /// logical / physical.
+    pub ratio: f64,
+    /// Bytes of distinct file content across every layer (files with the same content counted
+    /// once): the floor any store could reach without compression.
+    pub distinct_content_bytes: u64,
+    /// Stored layers.
+    pub layers: u64,
+    /// Files in the shared file pool.
+    pub pool_files: u64,
+    /// Bytes not stored twice thanks to the file pool.
+    pub dedup_saved_bytes: u64,
+    /// Images.
+    pub images: u64,
+    /// Runtime versions.
+    pub runtimes: u64,
+    /// Package versions.
+    pub packages: u64,
+}
+
+/// `POST /v1/store/gc`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GcReport {
+    /// Layers removed.
+    pub layers_removed: u64,
+    /// Function code trees removed.
+    pub code_removed: u64,
+    /// Pool files removed.
+    pub files_removed: u64,
+    /// Bytes freed (pool files and layers).
+    pub bytes_freed: u64,
 }

@@ -14,7 +14,7 @@ mod resources;
 pub use config::{ImageConfig, DEFAULT_PATH};
 pub use digest::{Digest, DigestError};
 pub use error::ErrorKind;
-pub use name::{validate_name, NameError, RuntimeRef};
+pub use name::{validate_name, validate_package_version, NameError, PackageRef, RuntimeRef};
 pub use resources::{
     format_bytes, parse_cpu, parse_duration, parse_memory, QuantityError, Resources,
 };

@@ -12,6 +12,9 @@ pub enum NameError {
     /// The `@VERSION` part is not a positive integer.
     #[error("invalid version in {0:?}: expected NAME@N with N a positive integer")]
     Version(String),
+    /// A package's `@VERSION` label breaks its rule.
+    #[error("invalid package version {0:?}: use 1-64 characters from A-Z, a-z, 0-9, '.', '_', '+' and '-', starting with a letter or digit")]
+    PackageVersion(String),
 }
 
 /// Checks the naming rule shared by images, runtimes, functions and packages:
@@ -69,9 +72,73 @@ impl fmt::Display for RuntimeRef {
     }
 }
 
+/// `NAME` (the newest version) or `NAME@VERSION` of a package. Package versions are labels
+/// (`1`, `2.31`, `1.26.4+deb12`): ASCII letters, digits and `.`, `_`, `+`, `-`, at most 64 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PackageRef {
+    /// The package's name.
+    pub name: String,
+    /// A fixed version, or `None` for the newest.
+    pub version: Option<String>,
+}
+
+/// Checks a package version label.
+pub fn validate_package_version(v: &str) -> Result<(), NameError> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'+' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(NameError::PackageVersion(v.to_string()))
+    }
+}
+
+impl FromStr for PackageRef {
+    type Err = NameError;
+    fn from_str(s: &str) -> Result<PackageRef, NameError> {
+        let (name, version) = match s.split_once('@') {
+            Some((name, ver)) => {
+                validate_package_version(ver)?;
+                (name, Some(ver.to_string()))
+            }
+            None => (s, None),
+        };
+        validate_name(name)?;
+        Ok(PackageRef {
+            name: name.to_string(),
+            version,
+        })
+    }
+}
+
+impl fmt::Display for PackageRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.version {
+            Some(v) => write!(f, "{}@{}", self.name, v),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn package_refs_parse_and_print() {
+        let r: PackageRef = "numpy@1.26.4+deb12".parse().expect("test");
+        assert_eq!(r.name, "numpy");
+        assert_eq!(r.version.as_deref(), Some("1.26.4+deb12"));
+        assert_eq!(r.to_string(), "numpy@1.26.4+deb12");
+        let r: PackageRef = "curl".parse().expect("test");
+        assert_eq!(r.version, None);
+        for bad in ["curl@", "curl@-1", "Curl", "curl@a b", "curl@a/b", "@1"] {
+            assert!(bad.parse::<PackageRef>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn names() {

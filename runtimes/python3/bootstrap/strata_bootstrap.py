@@ -19,11 +19,15 @@ that handler.
 Standard library only, and only the modules it needs, so that start-up stays short: the Runtime
 API is plain HTTP/1.1 on a local address, spoken by the small client below over a socket rather
 than by `http.client`, whose imports (`email.parser`, `ssl`, …) cost more than half of the start-up.
-`traceback` is imported only when an error is reported.
+JSON goes through the C functions of `_json` that the `json` module itself uses, because
+`import json` pulls in `re` and `enum` (see `_loads`). `traceback` is imported only when an error
+is reported, `importlib` only by a deferred start.
+
+The runtime image starts it through `start.py`, which imports this module: a script run as
+`python3 FILE` is compiled at every start, an imported module comes from the `__pycache__` the
+image build wrote (`python3 -m compileall`).
 """
 
-import importlib
-import json
 import os
 import sys
 import time
@@ -33,6 +37,11 @@ try:
     import _socket as _sock
 except ImportError:  # pragma: no cover - an interpreter without it
     import socket as _sock
+
+try:
+    import _json
+except ImportError:  # pragma: no cover - an interpreter without the accelerator
+    _json = None
 
 API = "/2018-06-01/runtime"
 SPECIALIZATION = "/2018-06-01/strata/specialization"
@@ -49,6 +58,93 @@ class Fault(Exception):
         self.error_type = error_type
         self.message = message
         self.stack_trace = stack_trace or []
+
+
+# --------------------------------------------------------------------------------------------
+# JSON
+#
+# `json.loads` and `json.dumps` with their default settings parse and write through the C
+# scanner and encoder of `_json`; so do these, without importing `json` (and with it `re`, `enum`
+# and half a dozen regular expressions compiled at import: about two thirds of the bootstrap's own
+# start-up). What they do not handle themselves — bytes with a byte-order mark or in UTF-16/32,
+# a document that does not parse, an interpreter without `_json` — goes to the `json` module,
+# so values and error messages are always `json.loads`'s and `json.dumps`'s.
+
+_JSON_SPACE = " \t\n\r"
+_JSON_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _json_module():
+    import json
+
+    return json
+
+
+class _ScanContext:
+    """The settings the C scanner reads from its context: json.JSONDecoder()'s defaults."""
+
+    def __init__(self):
+        self.strict = True
+        self.object_hook = None
+        self.object_pairs_hook = None
+        self.parse_float = float
+        self.parse_int = int
+        self.parse_constant = _JSON_CONSTANTS.__getitem__
+        self.memo = {}
+
+
+try:
+    _scan = _json.make_scanner(_ScanContext())
+except Exception:  # noqa: BLE001 - no accelerator, or one that wants other settings
+    _scan = None
+
+
+def _loads(data):
+    """`json.loads(data)`."""
+    if _scan is None:
+        return _json_module().loads(data)
+    if isinstance(data, (bytes, bytearray)):
+        # json.loads detects UTF-16 and UTF-32 by the zero bytes and accepts a UTF-8 BOM in
+        # bytes: all of that is left to it.
+        if data[:1] in (b"\xef", b"\xfe", b"\xff") or b"\x00" in data[:4]:
+            return _json_module().loads(data)
+        try:
+            text = data.decode("utf-8", "surrogatepass")
+        except UnicodeDecodeError:
+            return _json_module().loads(data)
+    elif isinstance(data, str) and not data.startswith("\ufeff"):
+        text = data
+    else:
+        return _json_module().loads(data)
+    start = len(text) - len(text.lstrip(_JSON_SPACE))
+    try:
+        value, end = _scan(text, start)
+    except Exception:  # noqa: BLE001 - e.g. StopIteration for "Expecting value"
+        # The scanner's own error needs `json.decoder` imported (a SystemError otherwise): the
+        # json module parses the document again and raises its exact error.
+        return _json_module().loads(data)
+    if end != len(text) and text[end:].lstrip(_JSON_SPACE):
+        return _json_module().loads(data)  # raises its "Extra data"
+    return value
+
+
+def _not_serializable(obj):
+    raise TypeError("Object of type %s is not JSON serializable" % type(obj).__name__)
+
+
+def _dumps(obj, default=_not_serializable):
+    """`json.dumps(obj, default=default)`."""
+    encoder = None
+    if _json is not None:
+        try:
+            encoder = _json.make_encoder(
+                {}, default, _json.encode_basestring_ascii, None, ": ", ", ", False, False, True
+            )
+        except (AttributeError, TypeError):  # an accelerator with another signature
+            encoder = None
+    if encoder is None:
+        return _json_module().dumps(obj, default=default)
+    return "".join(encoder(obj, 0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -141,8 +237,11 @@ class HTTPConnection:
 
     def _connect(self):
         error = None
+        # An ASCII host goes as bytes: getaddrinfo encodes a str with the "idna" codec, whose
+        # imports (stringprep, unicodedata, re) would double the start-up.
+        host = self.host.encode("ascii") if self.host.isascii() else self.host
         for family, kind, proto, _, addr in _sock.getaddrinfo(
-                self.host, self.port, 0, _sock.SOCK_STREAM):
+                host, self.port, 0, _sock.SOCK_STREAM):
             sock = _sock.socket(family, kind, proto)
             try:
                 sock.connect(addr)
@@ -386,7 +485,7 @@ class RuntimeClient:
                 "GET %s returned %d: %s" % (SPECIALIZATION, status, body.decode("utf-8", "replace")),
             )
         try:
-            spec = json.loads(body)
+            spec = _loads(body)
         except ValueError:
             spec = None
         if not isinstance(spec, dict):
@@ -417,7 +516,7 @@ class RuntimeClient:
         self._post_error(API + "/init/error", error, error["errorType"])
 
     def _post_error(self, path, error, header_type):
-        body = json.dumps(error).encode()
+        body = _dumps(error).encode()
         self._post(
             path,
             body,
@@ -470,7 +569,7 @@ def _json_header(headers, name):
     if not raw:
         return None
     try:
-        value = json.loads(raw)
+        value = _loads(raw)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -566,6 +665,12 @@ def _log_error(error):
 # Loading the handler
 
 
+def _import(name):
+    """`importlib.import_module(name)` for an absolute name, without importing importlib."""
+    __import__(name)
+    return sys.modules[name]
+
+
 def load_handler(spec, task_root):
     modname, _, fname = spec.rpartition(".")
     path = modname.replace("/", ".")
@@ -577,7 +682,7 @@ def load_handler(spec, task_root):
                     "Cannot use built-in module %s as a handler module" % path.split(".")[0])
     try:
         try:
-            module = importlib.import_module(path)
+            module = _import(path)
         except ModuleNotFoundError as e:
             # `dir/mod` where `dir` is not importable as a package (say `my-src/app`): import
             # `mod` from that directory instead.
@@ -589,7 +694,7 @@ def load_handler(spec, task_root):
                     os.path.join(folder, base)):
                 raise
             sys.path.insert(1, folder)
-            module = importlib.import_module(base)
+            module = _import(base)
     except ImportError as e:
         raise Fault("Runtime.ImportModuleError",
                     "Unable to import module '%s': %s" % (modname, e)) from None
@@ -639,7 +744,7 @@ def handle_invocation(client, handler, headers, body):
     )
 
     try:
-        event = json.loads(body) if body.strip() else None
+        event = _loads(body) if body.strip() else None
     except ValueError as e:
         fault = Fault("Runtime.UnmarshalError", "Unable to unmarshal input: %s" % e)
         _reply_fault(client, request_id, fault)
@@ -657,7 +762,7 @@ def handle_invocation(client, handler, headers, body):
         return
 
     try:
-        payload = json.dumps(result, default=_json_default).encode()
+        payload = _dumps(result, default=_json_default).encode()
     except (TypeError, ValueError, OverflowError, RecursionError) as e:
         _reply_fault(client, request_id,
                      Fault("Runtime.MarshalError", "Unable to marshal response: %s" % e))
@@ -685,6 +790,7 @@ def specialize(client):
     """Deferred start: wait for the function, apply its environment, move to its code. Returns
     the handler spec."""
     # Warm up what is otherwise imported lazily; time spent here is before the function exists.
+    import importlib
     import traceback  # noqa: F401
 
     spec = client.specialization()
@@ -751,10 +857,15 @@ def main():
         handle_invocation(client, handler, headers, body)
 
 
-if __name__ == "__main__":
+def run():
+    """Runs the bootstrap and exits with its status."""
     try:
         sys.exit(main())
     except (HTTPError, OSError) as e:
         log("[ERROR] lost the Runtime API at %s: %s"
             % (os.environ.get("AWS_LAMBDA_RUNTIME_API"), e))
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
