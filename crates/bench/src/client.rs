@@ -184,16 +184,19 @@ pub struct Streamed<T> {
     pub result: T,
     /// The build steps announced, as (instruction, served by the cache).
     pub steps: Vec<(String, bool)>,
+    /// Milliseconds from sending the request to reading the result line.
+    pub ms: f64,
 }
 
 impl Strata {
     /// Sends a request answered with NDJSON events and reads them to the `done` or `error`
-    /// line.
+    /// line, then to the end of the answer so the connection can be used again.
     fn stream<T: DeserializeOwned>(
         &self,
         req: RequestBuilder,
         what: &str,
     ) -> anyhow::Result<Streamed<T>> {
+        let started = std::time::Instant::now();
         let resp = req
             .bearer_auth(&self.token)
             .timeout(BUILD_TIMEOUT)
@@ -201,7 +204,8 @@ impl Strata {
             .with_context(|| what.to_string())?;
         let resp = ok(resp, what)?;
         let mut steps = Vec::new();
-        for line in std::io::BufReader::new(resp).lines() {
+        let mut lines = std::io::BufReader::new(resp).lines();
+        for line in lines.by_ref() {
             let line = line.with_context(|| format!("{what}: reading the event stream"))?;
             if line.trim().is_empty() {
                 continue;
@@ -215,9 +219,13 @@ impl Strata {
                     ..
                 } => steps.push((instruction, cached)),
                 Event::Done { result } => {
+                    let ms = started.elapsed().as_secs_f64() * 1000.0;
                     let result = serde_json::from_value(result)
                         .with_context(|| format!("{what}: reading the result"))?;
-                    return Ok(Streamed { result, steps });
+                    for rest in lines {
+                        rest.with_context(|| format!("{what}: reading the end of the answer"))?;
+                    }
+                    return Ok(Streamed { result, steps, ms });
                 }
                 Event::Error { error } => bail!("{what}: {}", error.message),
                 Event::Progress { .. } | Event::Output { .. } => {}

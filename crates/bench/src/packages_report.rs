@@ -565,7 +565,7 @@ impl PackagesReport {
             .count();
         let _ = writeln!(
             out,
-            "  merge layers: {} of {} updates to new sets made one no runtime had; {} of {} updates to sets composed before reused one",
+            "  merge layers: {} of {} updates to new sets made a layer no runtime had (the others made one identical to an existing layer: same Debian packages); {} of {} updates to sets composed before reused one",
             fresh_merges,
             s.updates.iter().filter(|u| u.new_set).count(),
             cached_reused,
@@ -817,10 +817,10 @@ mod tests {
         // compose max 600 > 500; storage 1.1 <= 1.2; new-set updates p99 120 > 100; cached
         // 2 ms; rollback 5 ms; 1 of 1 function.
         assert_eq!(pass, [false, true, false, true, true, true]);
-        assert_eq!(r.update_new.unwrap().runs, 2);
-        assert_eq!(r.update_cached.unwrap().runs, 1);
+        assert_eq!(r.update_new.expect("ok").runs, 2);
+        assert_eq!(r.update_cached.expect("ok").runs, 1);
         assert_eq!(r.update_groups.len(), 3);
-        assert!((r.compose_to_scratch.unwrap().p50_ms - 0.01).abs() < 1e-9);
+        assert!((r.compose_to_scratch.expect("ok").p50_ms - 0.01).abs() < 1e-9);
         let text = r.render();
         assert!(text.contains("targets met: 4 of 6"), "{text}");
         assert!(
@@ -829,7 +829,7 @@ mod tests {
         );
         assert!(text.contains("composing was 100x faster"), "{text}");
         assert!(text.contains("1.100x the distinct content"), "{text}");
-        let json = serde_json::to_value(&r).unwrap();
+        let json = serde_json::to_value(&r).expect("ok");
         assert_eq!(json["samples"]["compose"][1]["ms"], 600.0);
         assert_eq!(json["targets"][1]["unit"], "x");
     }

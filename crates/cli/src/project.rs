@@ -338,6 +338,25 @@ fn resolve_packages(api: &Api, wanted: &[String]) -> anyhow::Result<BTreeSet<Str
 
 /// Builds or keeps each runtime; returns the names built (or, in a dry run, to be built) so
 /// that functions on them are told apart.
+///
+/// A package runtime records its base as the server resolved it: an image name, or a runtime
+/// pinned to the version that was newest (`python3` → `python3@2`); resolve the manifest's
+/// base the same way before comparing.
+fn resolve_base(api: &Api, base: &str) -> anyhow::Result<String> {
+    if base.contains('@') {
+        return Ok(base.to_string());
+    }
+    let image: Option<serde_json::Value> = api.get_opt(&format!("/v1/images/{base}"))?;
+    if image.is_some() {
+        return Ok(base.to_string());
+    }
+    let runtime: Option<RuntimeInfo> = api.get_opt(&format!("/v1/runtimes/{base}"))?;
+    Ok(match runtime {
+        Some(r) => format!("{}@{}", r.name, r.version),
+        None => base.to_string(),
+    })
+}
+
 fn runtimes_up(
     api: &Api,
     fmt: Format,
@@ -380,7 +399,7 @@ fn runtimes_up(
                     None => None,
                     Some(c) => {
                         let mut ch = Vec::new();
-                        if &c.base != image {
+                        if c.base != resolve_base(api, image)? {
                             ch.push("base".to_string());
                         }
                         let kind = if *layered { "layered" } else { "composed" };

@@ -355,6 +355,62 @@ fn root_packages_compose_like_sequential_install_update_rollback_and_gc() {
     assert_eq!(v["tool"], "hello from tool", "{v}");
     assert_eq!(v["tool_home"], "/opt/tool", "{v}");
 
+    // ---- the same through a project manifest ----
+    s.write(
+        "project/strata.toml",
+        r#"
+[packages.hello-pkg]
+base = "python3"
+run = ["mkdir -p /opt/hello && echo hi > /opt/hello/x"]
+
+[runtimes.web-up]
+base = "python3"
+packages = ["jq", "tomli", "hello-pkg"]
+
+[functions.probe-up]
+runtime = "web-up"
+handler = "app.handler"
+code = "src"
+"#,
+    );
+    s.write("project/src/app.py", PROBE);
+    let manifest = s.work().join("project/strata.toml");
+    let up = s.json(&["up", "-f", path_str(&manifest)]);
+    let action = |v: &serde_json::Value, kind: &str, name: &str| -> String {
+        v["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .find(|i| {
+                let n = i["name"].as_str().unwrap_or_default();
+                i["kind"] == kind && (n == name || n.starts_with(&format!("{name}@")))
+            })
+            .map(|i| i["action"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_else(|| panic!("{kind} {name} in {v}"))
+    };
+    assert_eq!(action(&up, "package", "hello-pkg"), "created", "{up}");
+    assert_eq!(action(&up, "runtime", "web-up"), "created", "{up}");
+    assert_eq!(action(&up, "function", "probe-up"), "created", "{up}");
+    let again = s.json(&["up", "-f", path_str(&manifest)]);
+    assert_eq!(action(&again, "runtime", "web-up"), "unchanged", "{again}");
+    assert_eq!(
+        action(&again, "function", "probe-up"),
+        "unchanged",
+        "{again}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(s.ok(&["invoke", "probe-up", "-d", "{}"]).trim()).expect("json");
+    assert_eq!(v["jq"], "3", "{v}");
+    assert_eq!(v["tomli"], 7, "{v}");
+    assert_eq!(v["tool"], serde_json::Value::Null, "{v}");
+    let hello = s.ok(&["runtime", "run", "web-up", "--", "cat", "/opt/hello/x"]);
+    assert_eq!(hello.trim(), "hi");
+    s.ok(&["down", "-f", path_str(&manifest)]);
+    let err = s.fails(&["package", "describe", "hello-pkg"]);
+    assert!(err.contains("not found"), "{err}");
+    let err = s.fails(&["fn", "describe", "probe-up"]);
+    assert!(err.contains("not found"), "{err}");
+
     // ---- upgrade, downgrade, rollback: no rebuild, the function follows ----
     let t = Instant::now();
     let v2 = s.json(&["runtime", "update", "web", "--remove", "tool"]);

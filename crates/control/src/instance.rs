@@ -442,6 +442,7 @@ impl Platform {
         mode: Mode<'_>,
     ) -> Result<Arc<Instance>, ControlError> {
         let _counted = StartCount::new(&self.starting);
+        let began = Instant::now();
         let init = self.init_binary.as_ref().ok_or_else(|| {
             ControlError::Internal("strata-init is not installed (set STRATA_INIT)".into())
         })?;
@@ -662,6 +663,7 @@ impl Platform {
         if let Some(l) = lease.as_mut() {
             l.attach().await?;
         }
+        let prepared = began.elapsed();
         let mut container = tokio::spawn(async move {
             let mut on_output = move |stream: Stream, line: String| {
                 let mut t = tail2.lock().unwrap_or_else(|e| e.into_inner());
@@ -705,6 +707,7 @@ impl Platform {
                 )));
             }
         };
+        let connected = began.elapsed();
         drop(listener);
         let _ = std::fs::remove_file(&socket);
         let (reader, writer) = conn.into_split();
@@ -778,7 +781,16 @@ impl Platform {
         if matches!(mode, Mode::Generic) {
             inst.set_phase(Phase::Generic);
         }
-        tracing::debug!(instance = %id, runtime = %rt.reference(), "instance started");
+        // The phases of the start: mounts and bundle, then runc until strata-init connected,
+        // then the runtime's own start until it asked for work (direct) or waits (generic).
+        tracing::debug!(
+            instance = %id,
+            runtime = %rt.reference(),
+            prepare_ms = prepared.as_secs_f64() * 1000.0,
+            agent_ms = (connected - prepared).as_secs_f64() * 1000.0,
+            runtime_ms = (began.elapsed() - connected).as_secs_f64() * 1000.0,
+            "instance started"
+        );
         Ok(inst)
     }
 }

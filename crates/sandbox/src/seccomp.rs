@@ -25,6 +25,11 @@
 //! glibc falls back to `clone`, `personality` is limited to the values Docker allows, and
 //! `socket` refuses `AF_VSOCK`.
 //!
+//! Unlike Docker's, the profile lists only the host's native architecture ([`SeccompArch`]): a
+//! process that makes a 32-bit (`int 0x80`) or x32 system call on x86_64, or an AArch32 one on
+//! arm64, is killed with `SIGSYS`. The allow list keeps Docker's names of 32-bit-only calls
+//! (`chown32`, `mmap2`, `socketcall`, ...); without their architectures they match nothing.
+//!
 //! Names a runtime's libseccomp does not know are skipped by runc, and runc answers `ENOSYS`
 //! for calls newer than any it knows, so the profile stays valid on older hosts.
 
@@ -629,14 +634,14 @@ mod tests {
         let p = default_seccomp_profile(SeccompArch::X86_64);
         assert_eq!(p["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(p["defaultErrnoRet"], 1);
-        assert_eq!(
-            p["architectures"],
-            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"])
-        );
+        // The native architecture only: 32-bit and x32 calls match no listed architecture and
+        // are killed by libseccomp's bad-architecture action.
+        assert_eq!(p["architectures"], json!(["SCMP_ARCH_X86_64"]));
         let arm = default_seccomp_profile(SeccompArch::Aarch64);
+        assert_eq!(arm["architectures"], json!(["SCMP_ARCH_AARCH64"]));
         assert_eq!(
-            arm["architectures"],
-            json!(["SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"])
+            default_seccomp_profile(SeccompArch::Other)["architectures"],
+            json!([])
         );
         let arm_allowed = allowed_names(&arm);
         assert!(arm_allowed.iter().any(|n| n == "set_tls"));

@@ -1045,6 +1045,64 @@ async fn output_of(f: &Fixture, spec: &ContainerSpec) -> Vec<String> {
     lines.into_iter().map(|(_, l)| l).collect()
 }
 
+/// Writes three static x86_64 programs into the container's root that call `getpid` natively,
+/// through `int 0x80` (the 32-bit x86 ABI) and with the x32 bit, and exit with the low byte of
+/// the result; returns the shell commands that run them and print `native=`, `i386=` and
+/// `x32=` with their exit status. Empty on other architectures.
+fn write_abi_probes(f: &Fixture) -> String {
+    if !cfg!(target_arch = "x86_64") {
+        return String::new();
+    }
+    // mov edi, eax; mov eax, 60 (exit); syscall
+    const EXIT_WITH_EAX: [u8; 9] = [0x89, 0xc7, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05];
+    let probes: [(&str, &[u8]); 3] = [
+        // mov eax, 39 (getpid); syscall
+        ("native", &[0xb8, 0x27, 0, 0, 0, 0x0f, 0x05]),
+        // mov eax, 20 (getpid on i386); int 0x80
+        ("i386", &[0xb8, 0x14, 0, 0, 0, 0xcd, 0x80]),
+        // mov eax, 0x40000000 | 39; syscall
+        ("x32", &[0xb8, 0x27, 0, 0, 0x40, 0x0f, 0x05]),
+    ];
+    let mut script = Vec::new();
+    for (name, call) in probes {
+        let code = [call, &EXIT_WITH_EAX[..]].concat();
+        let path = f.path("merged").join(format!("usr/local/bin/abi-{name}"));
+        std::fs::write(&path, tiny_elf(&code)).expect("write probe");
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        script.push(format!("/usr/local/bin/abi-{name}; echo {name}=$?"));
+    }
+    script.join("; ")
+}
+
+/// A static x86_64 ELF executable whose whole text is `code`, loaded at 0x400000.
+fn tiny_elf(code: &[u8]) -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const HEADERS: u64 = 64 + 56;
+    let size = HEADERS + code.len() as u64;
+    let mut elf = Vec::new();
+    elf.extend_from_slice(b"\x7fELF");
+    elf.extend_from_slice(&[2, 1, 1, 0]); // 64-bit, little-endian, version 1, System V
+    elf.extend_from_slice(&[0; 8]);
+    elf.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    elf.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    elf.extend_from_slice(&1u32.to_le_bytes());
+    elf.extend_from_slice(&(BASE + HEADERS).to_le_bytes()); // entry
+    elf.extend_from_slice(&64u64.to_le_bytes()); // program headers
+    elf.extend_from_slice(&0u64.to_le_bytes()); // no section headers
+    elf.extend_from_slice(&0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 0, 0, 0] {
+        elf.extend_from_slice(&half.to_le_bytes());
+    }
+    elf.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    elf.extend_from_slice(&5u32.to_le_bytes()); // R + X
+    for word in [0, BASE, BASE, size, size, 0x1000] {
+        elf.extend_from_slice(&word.to_le_bytes());
+    }
+    elf.extend_from_slice(code);
+    elf
+}
+
 #[tokio::test]
 async fn root_default_seccomp_profile_blocks_namespaces_and_mounts() {
     skip_unless_ready!(
@@ -1066,7 +1124,11 @@ async fn root_default_seccomp_profile_blocks_namespaces_and_mounts() {
         perl -e 'my $p = fork(); if ($p == 0) { exec(\"true\") } waitpid($p, 0); print \"perl=$?\\n\"'; \
         perl -e 'for ([clone3 => 435], [io_uring_setup => 425], [ptrace => 101], [keyctl => 250]) { \
             $! = 0; syscall($_->[1], 0, 0, 0, 0); print \"$_->[0]=\", $! + 0, \"\\n\" }'";
-    let mut spec = f.spec(&["sh", "-c", script]);
+    // System calls through the other ABIs of the CPU: the profile lists the native
+    // architecture only, so libseccomp kills these with SIGSYS (status 128 + 31).
+    let abi_script = write_abi_probes(&f);
+    let script = format!("{script}; {abi_script}");
+    let mut spec = f.spec(&["sh", "-c", &script]);
     spec.capabilities = strata_sandbox::build_capabilities();
     spec.capabilities.push("CAP_SYS_ADMIN".into());
     assert_eq!(
@@ -1100,6 +1162,17 @@ async fn root_default_seccomp_profile_blocks_namespaces_and_mounts() {
     for works in ["ls=0", "fork=0", "chroot=0", "perl=0"] {
         assert!(out.iter().any(|l| l == works), "{works} in {out:?}");
     }
+    if cfg!(target_arch = "x86_64") {
+        // getpid through int 0x80 (32-bit x86) and with the x32 bit: killed; natively: a pid.
+        for killed in ["i386=159", "x32=159"] {
+            assert!(out.iter().any(|l| l == killed), "{killed} in {out:?}");
+        }
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("native=") && l != "native=159"),
+            "{out:?}"
+        );
+    }
 
     // Unconfined: no filter, and the same calls get through.
     spec.seccomp = Seccomp::Unconfined;
@@ -1111,6 +1184,14 @@ async fn root_default_seccomp_profile_blocks_namespaces_and_mounts() {
     );
     for passes in ["userns-mountns=0", "mountns=0", "mount=0", "ls=0", "fork=0"] {
         assert!(out.iter().any(|l| l == passes), "{passes} in {out:?}");
+    }
+    if cfg!(target_arch = "x86_64") {
+        // Without the filter the 32-bit call is served (the kernel may lack x32 altogether).
+        assert!(
+            out.iter()
+                .any(|l| l.starts_with("i386=") && l != "i386=159"),
+            "{out:?}"
+        );
     }
     f.finish().await;
 }
