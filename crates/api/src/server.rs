@@ -103,6 +103,15 @@ pub async fn serve(opts: ServerOptions) -> anyhow::Result<()> {
     tracing::info!(listen = %opts.listen, data = %opts.data_dir.display(), "strata server ready");
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&stopping);
+    // Streamed answers (NDJSON events) are written as several small chunks; without
+    // TCP_NODELAY the last one waits for the client's delayed ACK (~40 ms) on keep-alive
+    // connections.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
         shutdown_signal().await;
         notify.notify_waiters();

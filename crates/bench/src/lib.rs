@@ -6,8 +6,9 @@
 //! runtimes composed from them, their updates and rollbacks, the store's size, and the same
 //! runtimes built from their whole Dockerfile.
 //!
-//! It owns the measurement and the report only. It never touches the server's data directory,
-//! never starts or stops the server, and leaves behind nothing it created: every function it
+//! It owns the measurement and the report only. It never writes to the server's data directory
+//! (it reads the server's log when given one, for the server's own times), never starts or
+//! stops the server, and leaves behind nothing it created: every function it
 //! deploys is removed before it returns, whether the measurement succeeded or not, and the pools
 //! scenario leaves the runtime's pool at its default bounds; the packages scenario removes its
 //! runtimes and packages and collects the store.

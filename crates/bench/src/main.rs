@@ -103,6 +103,9 @@ struct Args {
     /// packages: a shorter run: 2 builds from scratch, updates on 5 runtimes.
     #[arg(long)]
     quick: bool,
+    /// packages: the server's log, read at the end for its own composition and update times.
+    #[arg(long)]
+    server_log: Option<PathBuf>,
     /// Write the raw figures to this JSON file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -218,7 +221,12 @@ fn run_packages(strata: &Strata, a: &Args, run_id: &str) -> anyhow::Result<()> {
         seed: a.seed,
     };
     let date = utc_now();
-    let samples = pkgs::measure(strata, plan, run_id)?;
+    let mut samples = pkgs::measure(strata, plan, run_id)?;
+    if let Some(path) = &a.server_log {
+        let log = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the server log {}", path.display()))?;
+        samples.add_server_times(&log);
+    }
     let report = PackagesReport::new(date, a.server.clone(), Machine::read(), plan, samples);
     print!("{}", report.render());
     if let Some(path) = &a.json {

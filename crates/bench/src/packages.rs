@@ -362,6 +362,61 @@ pub struct PackagesPlan {
     pub seed: u64,
 }
 
+/// The server's own times of compositions and updates, from its log: `runtime=NAME@VERSION`
+/// → milliseconds, from the lines `package runtime created` and `runtime updated`.
+pub fn server_times(log: &str) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for line in log.lines() {
+        if !line.contains("package runtime created") && !line.contains("runtime updated") {
+            continue;
+        }
+        let plain = strip_ansi(line);
+        let field = |key: &str| {
+            plain
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .map(|v| v.trim_matches('"').to_string())
+        };
+        if let (Some(runtime), Some(ms)) = (field("runtime="), field("ms=")) {
+            if let Ok(ms) = ms.parse::<f64>() {
+                out.insert(runtime, ms);
+            }
+        }
+    }
+    out
+}
+
+/// A log line without its terminal colour codes (`ESC [ ... m`).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl PackagesSamples {
+    /// Fills in the server's own times from its log.
+    pub fn add_server_times(&mut self, log: &str) {
+        let times = server_times(log);
+        for c in &mut self.compose {
+            c.server_ms = times.get(&c.runtime).copied();
+        }
+        for u in &mut self.updates {
+            u.server_ms = times.get(&format!("{}@{}", u.runtime, u.to)).copied();
+        }
+    }
+}
+
 /// One package of the library, built.
 #[derive(Debug, Clone, Serialize)]
 pub struct PackageSample {
@@ -394,6 +449,9 @@ pub struct ComposeSample {
     pub packages: Vec<String>,
     /// `POST /v1/runtimes` until the result, milliseconds.
     pub ms: f64,
+    /// The server's own time (its log line `package runtime created ... ms=`), when its log
+    /// was read.
+    pub server_ms: Option<f64>,
     /// Whether this package stack was composed for the first time.
     pub new_set: bool,
     /// Recipe steps run during the composition (0: every package was built already).
@@ -457,6 +515,8 @@ pub struct UpdateSample {
     pub new_merge_layer: Option<bool>,
     /// `POST /v1/runtimes/{name}/update` until the result, milliseconds.
     pub ms: f64,
+    /// The server's own time (its log line `runtime updated ... ms=`), when its log was read.
+    pub server_ms: Option<f64>,
 }
 
 /// One `runtime rollback`.
@@ -741,6 +801,7 @@ fn measure_inner(
             picks: c.picks.clone(),
             packages: info.packages.clone(),
             ms: elapsed,
+            server_ms: None,
             new_set,
             steps_run: done.steps.iter().filter(|(_, cached)| !cached).count(),
             layers: info.layers.len(),
@@ -1040,6 +1101,7 @@ impl Updater<'_> {
             new_set,
             new_merge_layer,
             ms: elapsed,
+            server_ms: None,
         };
         self.live.version = info.version;
         self.live.parent = info.parent;
@@ -1316,6 +1378,18 @@ mod tests {
         assert_eq!(spread(20, 2), vec![0, 10]);
         assert_eq!(spread(3, 5), vec![0, 1, 2]);
         assert_eq!(spread(20, 0), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn server_times_come_from_the_log_lines() {
+        let log = "\u{1b}[2m2026-11-28T03:25:30Z\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m strata_control::compose: package runtime created \u{1b}[3mruntime\u{1b}[0m\u{1b}[2m=\u{1b}[0mpkgbench-1-00@1 \u{1b}[3mkind\u{1b}[0m\u{1b}[2m=\u{1b}[0m\"composed\" \u{1b}[3mms\u{1b}[0m\u{1b}[2m=\u{1b}[0m36\n\
+                   2026-11-28T03:25:31Z INFO strata_control::compose: runtime updated runtime=pkgbench-1-00@2 from=1 ms=47\n\
+                   2026-11-28T03:25:31Z INFO strata_control::compose: runtime rolled back runtime=pkgbench-1-00@3 to=1\n\
+                   2026-11-28T03:25:31Z INFO strata_control::runtimes: runtime created runtime=python3@1 layers=4\n";
+        let t = server_times(log);
+        assert_eq!(t.len(), 2, "{t:?}");
+        assert_eq!(t.get("pkgbench-1-00@1"), Some(&36.0));
+        assert_eq!(t.get("pkgbench-1-00@2"), Some(&47.0));
     }
 
     #[test]

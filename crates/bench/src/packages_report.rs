@@ -135,10 +135,16 @@ pub struct PackagesReport {
     pub package_builds: Option<Summary>,
     /// Composition of runtimes from built packages.
     pub compose: Option<Summary>,
+    /// The same, the server's own times (from its log).
+    pub compose_server: Option<Summary>,
     /// Updates to a package set never composed before.
     pub update_new: Option<Summary>,
     /// Updates to a package set composed before.
     pub update_cached: Option<Summary>,
+    /// Updates to a new set, the server's own times (from its log).
+    pub update_new_server: Option<Summary>,
+    /// Updates to a set composed before, the server's own times (from its log).
+    pub update_cached_server: Option<Summary>,
     /// Rollbacks.
     pub rollback: Option<Summary>,
     /// Updates by operation and kind.
@@ -193,6 +199,19 @@ impl PackagesReport {
             .map(|u| u.ms)
             .collect());
         let rollback = of(s.rollbacks.iter().map(|r| r.ms).collect());
+        let compose_server = of(s.compose.iter().filter_map(|c| c.server_ms).collect());
+        let update_new_server = of(s
+            .updates
+            .iter()
+            .filter(|u| u.new_set)
+            .filter_map(|u| u.server_ms)
+            .collect());
+        let update_cached_server = of(s
+            .updates
+            .iter()
+            .filter(|u| !u.new_set)
+            .filter_map(|u| u.server_ms)
+            .collect());
         let mut update_groups = Vec::new();
         for op in [UpdateOp::Add, UpdateOp::Remove, UpdateOp::Set] {
             for new_set in [true, false] {
@@ -310,8 +329,11 @@ impl PackagesReport {
             plan,
             package_builds,
             compose,
+            compose_server,
             update_new,
             update_cached,
+            update_new_server,
+            update_cached_server,
             rollback,
             update_groups,
             scratch,
@@ -417,6 +439,14 @@ impl PackagesReport {
         );
         header(&mut out);
         row(&mut out, "compose a runtime", self.compose, t(0));
+        if self.compose_server.is_some() {
+            row(
+                &mut out,
+                "  server's own time (log, whole ms)",
+                self.compose_server,
+                String::new(),
+            );
+        }
         let _ = writeln!(
             out,
             "  {:<22} {:>10} {:>10} {:>9} {:>9}  packages (requirements added)",
@@ -550,6 +580,20 @@ impl PackagesReport {
             t(3),
         );
         row(&mut out, "rollback", self.rollback, t(4));
+        if self.update_new_server.is_some() || self.update_cached_server.is_some() {
+            row(
+                &mut out,
+                "  server: update, new package set",
+                self.update_new_server,
+                String::new(),
+            );
+            row(
+                &mut out,
+                "  server: update, set composed before",
+                self.update_cached_server,
+                String::new(),
+            );
+        }
         for g in &self.update_groups {
             row(&mut out, &format!("  {}", g.what), g.summary, String::new());
         }
@@ -693,6 +737,7 @@ mod tests {
             picks: vec!["curl@1".into(), "jq@1".into()],
             packages: vec!["curl@1".into(), "jq@1".into()],
             ms,
+            server_ms: Some(ms - 1.0),
             new_set: true,
             steps_run: 0,
             layers: 7,
@@ -713,6 +758,7 @@ mod tests {
             new_set,
             new_merge_layer: Some(new_set),
             ms,
+            server_ms: None,
         }
     }
 
@@ -829,6 +875,9 @@ mod tests {
         );
         assert!(text.contains("composing was 100x faster"), "{text}");
         assert!(text.contains("1.100x the distinct content"), "{text}");
+        assert_eq!(r.compose_server.expect("server times").max_ms, 599.0);
+        assert!(text.contains("server's own time"), "{text}");
+        assert!(r.update_new_server.is_none());
         let json = serde_json::to_value(&r).expect("ok");
         assert_eq!(json["samples"]["compose"][1]["ms"], 600.0);
         assert_eq!(json["targets"][1]["unit"], "x");
