@@ -337,8 +337,17 @@ impl Store {
         // of its files becomes a pool entry (an entry must never have partial content). Files
         // that already have an entry are linked first, so their copies are never written back.
         let dir = fs::File::open(into).map_err(io_err("open", into))?;
-        let sync =
-            || rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("syncfs", into, e.into()));
+        // A small tree (a merge layer, function code) is made durable file by file: syncfs
+        // would also wait for every other writer's dirty data on the filesystem.
+        let small = walked.entries.len() <= SMALL_TREE_ENTRIES
+            && walked.meta.size_bytes <= SMALL_TREE_BYTES;
+        let sync = || {
+            if small {
+                fsync_tree(staged, &walked)
+            } else {
+                rustix::fs::syncfs(&dir).map_err(|e| StoreError::io("syncfs", into, e.into()))
+            }
+        };
         let dedup = pool::dedup_tree(&self.files, staged, &walked, &sync)?;
         tracing::debug!(tree = %meta.digest, linked = dedup.linked, saved_bytes = dedup.linked_bytes,
             pooled = dedup.pooled, kept = dedup.kept, "deduplicated files");
@@ -674,6 +683,24 @@ impl Store {
     pub fn list_code(&self) -> Result<Vec<Digest>, StoreError> {
         list_digests(&self.code)
     }
+}
+
+/// Trees with at most this many entries and bytes are synced file by file at commit.
+const SMALL_TREE_ENTRIES: usize = 256;
+const SMALL_TREE_BYTES: u64 = 16 << 20;
+
+/// fsyncs every regular file and directory of a walked tree (the root included).
+fn fsync_tree(root: &Path, walked: &crate::tree::WalkedTree) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    for e in &walked.entries {
+        if e.md.is_file() || e.md.is_dir() {
+            let path = root.join(std::ffi::OsStr::from_bytes(&e.rel));
+            fs::File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(io_err("fsync", &path))?;
+        }
+    }
+    fsutil::fsync_dir(root).map_err(io_err("fsync", root))
 }
 
 fn list_digests(dir: &Path) -> Result<Vec<Digest>, StoreError> {
