@@ -179,14 +179,29 @@ pub async fn delete_runtime(
 
 /// `multipart/form-data` with a `spec` part (JSON `CreateRuntimeSpec`) and an optional
 /// `context` part (a tar of the build context).
-pub async fn create_runtime(State(s): State<AppState>, mut form: Multipart) -> ApiResult<Response> {
+pub async fn create_runtime(State(s): State<AppState>, form: Multipart) -> ApiResult<Response> {
+    let (scratch, spec, context) = spec_and_context::<CreateRuntimeSpec>(&s, form).await?;
+    let p = s.platform.clone();
+    Ok(ndjson(move |events| async move {
+        let r = p.create_runtime(&spec, context.as_deref(), &events).await;
+        drop(scratch);
+        r
+    }))
+}
+
+/// Reads a `multipart/form-data` body of a `spec` part (JSON) and an optional `context` part
+/// (a tar, stored in the returned scratch dir).
+pub(crate) async fn spec_and_context<T: serde::de::DeserializeOwned>(
+    s: &AppState,
+    mut form: Multipart,
+) -> ApiResult<(strata_control::ScratchDir, T, Option<std::path::PathBuf>)> {
     let bad = |m: String| ApiErr::new(ErrorKind::InvalidArgument, m);
     let scratch = s
         .platform
         .store()
         .scratch_dir("upload")
         .map_err(strata_control::ControlError::from)?;
-    let mut spec: Option<CreateRuntimeSpec> = None;
+    let mut spec: Option<T> = None;
     let mut context = None;
     while let Some(field) = form.next_field().await.map_err(|e| multipart_err(&e))? {
         match field.name().unwrap_or_default() {
@@ -210,12 +225,7 @@ pub async fn create_runtime(State(s): State<AppState>, mut form: Multipart) -> A
         }
     }
     let spec = spec.ok_or_else(|| bad("missing spec part".into()))?;
-    let p = s.platform.clone();
-    Ok(ndjson(move |events| async move {
-        let r = p.create_runtime(&spec, context.as_deref(), &events).await;
-        drop(scratch);
-        r
-    }))
+    Ok((scratch, spec, context))
 }
 
 pub(crate) fn multipart_err(e: &axum::extract::multipart::MultipartError) -> ApiErr {

@@ -10,7 +10,7 @@ use strata_types::api::{
 };
 use strata_types::{ErrorKind, PackageRef, RuntimeRef};
 
-use crate::handlers::{json_body, multipart_err, receive, runtime_ref, Removed};
+use crate::handlers::{json_body, runtime_ref, spec_and_context, Removed};
 use crate::stream::ndjson;
 use crate::{ApiErr, AppState};
 
@@ -43,37 +43,8 @@ pub async fn delete(
 
 /// `multipart/form-data` with a `spec` part (JSON `CreatePackageSpec`) and an optional
 /// `context` part (a tar the recipe's COPY reads from). Answers with NDJSON build events.
-pub async fn create(State(s): State<AppState>, mut form: Multipart) -> ApiResult<Response> {
-    let bad = |m: String| ApiErr::new(ErrorKind::InvalidArgument, m);
-    let scratch = s
-        .platform
-        .store()
-        .scratch_dir("upload")
-        .map_err(strata_control::ControlError::from)?;
-    let mut spec: Option<CreatePackageSpec> = None;
-    let mut context = None;
-    while let Some(field) = form.next_field().await.map_err(|e| multipart_err(&e))? {
-        match field.name().unwrap_or_default() {
-            "spec" => {
-                let text = field.text().await.map_err(|e| multipart_err(&e))?;
-                spec = Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| bad(format!("invalid spec part: {e}")))?,
-                );
-            }
-            "context" => {
-                let path = scratch.path().join("context.tar");
-                receive(field, &path, s.max_upload).await?;
-                context = Some(path);
-            }
-            other => {
-                return Err(bad(format!(
-                    "unexpected form part {other:?}: expected spec and context"
-                )))
-            }
-        }
-    }
-    let spec = spec.ok_or_else(|| bad("missing spec part".into()))?;
+pub async fn create(State(s): State<AppState>, form: Multipart) -> ApiResult<Response> {
+    let (scratch, spec, context) = spec_and_context::<CreatePackageSpec>(&s, form).await?;
     let p = s.platform.clone();
     Ok(ndjson(move |events| async move {
         let r = p.create_package(&spec, context.as_deref(), &events).await;

@@ -202,7 +202,7 @@ impl Platform {
 
     /// A cache hit whose layer is still on disk: `Some(Some(layer))`, or `Some(None)` for a step
     /// that changed nothing.
-    fn cached_layer(&self, key: &str) -> Result<Option<Option<Digest>>, ControlError> {
+    pub(crate) fn cached_layer(&self, key: &str) -> Result<Option<Option<Digest>>, ControlError> {
         Ok(match self.meta.cache_get(key)? {
             Some(Some(layer)) if self.store.has_layer(&layer) => Some(Some(layer)),
             Some(Some(_)) => None,

@@ -454,11 +454,7 @@ impl Platform {
             let cached = if no_cache {
                 None
             } else {
-                match self.meta.cache_get(&key)? {
-                    Some(Some(l)) if self.store.has_layer(&l) => Some(Some(l)),
-                    Some(None) => Some(None),
-                    _ => None,
-                }
+                self.cached_layer(&key)?
             };
             events.send(Event::Step {
                 stage: 0,
@@ -470,13 +466,9 @@ impl Platform {
             let layer = match cached {
                 Some(l) => l,
                 None => {
-                    let ctx = self.store.scratch_dir("context")?;
-                    let context_dir = match &p.context {
-                        Some(blob) => self.layered_context(blob, &ctx).await?,
-                        None => ctx.path().to_path_buf(),
-                    };
+                    let ctx = self.recipe_context(p).await?;
                     let (l, _) = self
-                        .run_recipe(p, &layers, &config, &context_dir, events)
+                        .run_recipe(p, &layers, &config, ctx.path(), events)
                         .await?;
                     self.meta.cache_put(&key, layers.last(), l.as_ref())?;
                     l
@@ -495,40 +487,6 @@ impl Platform {
         Ok(Composed { layers, config })
     }
 
-    async fn layered_context(
-        self: &Arc<Self>,
-        blob: &Digest,
-        into: &strata_store::ScratchDir,
-    ) -> Result<PathBuf, ControlError> {
-        let platform = Arc::clone(self);
-        let blob = blob.clone();
-        let dest = into.path().join("ctx");
-        let limits = strata_store::archive::Limits {
-            max_bytes: self.settings.max_context_bytes,
-            ..strata_store::archive::Limits::default()
-        };
-        let out = dest.clone();
-        blocking(move || -> Result<(), ControlError> {
-            std::fs::create_dir_all(&dest).map_err(|e| ControlError::io("create context", e))?;
-            let file = std::fs::File::open(platform.store.blob_path(&blob))
-                .map_err(|e| ControlError::io("open context", e))?;
-            let mut reader = strata_store::archive::open_maybe_compressed(Box::new(file))?;
-            strata_store::archive::extract_tar(
-                &mut reader,
-                &dest,
-                strata_store::archive::Whiteouts::Keep,
-                &strata_store::archive::ExtractOptions {
-                    skip_device_nodes: true,
-                    preserve_owner: false,
-                },
-                &limits,
-            )?;
-            Ok(())
-        })
-        .await?;
-        Ok(out)
-    }
-
     /// The merge layer of a stack: package-manager state merged across the packages (when
     /// `union_state`; a layered chain's top already has it) and a regenerated `ld.so.cache`.
     /// Cached by the stack's identity, so going back to a package set costs nothing.
@@ -541,12 +499,8 @@ impl Platform {
         let mut all = base.to_vec();
         all.extend(parts.iter().map(|(_, d)| d.clone()));
         let key = merge_key(&all, union_state);
-        if let Some(hit) = self.meta.cache_get(&key)? {
-            match hit {
-                Some(l) if self.store.has_layer(&l) => return Ok(Some(l)),
-                None => return Ok(None),
-                Some(_) => {}
-            }
+        if let Some(hit) = self.cached_layer(&key)? {
+            return Ok(hit);
         }
         let scratch = self.store.scratch_dir("merge")?;
         let dirs = StepDirs::create(&scratch)?;

@@ -427,7 +427,7 @@ impl Platform {
             };
             let key = package_build_key(&layers, &pkg.recipe_digest);
             if !no_cache {
-                if let Some(layer) = self.cached_package_layer(&key)? {
+                if let Some(layer) = self.cached_layer(&key)? {
                     events.send(Event::Step {
                         stage: 0,
                         index: 1,
@@ -448,20 +448,9 @@ impl Platform {
                 pkg.reference(),
                 base.name
             ));
-            let context = match &pkg.context {
-                Some(blob) => Some(self.unpack_context_blob(blob).await?),
-                None => None,
-            };
-            let empty_context;
-            let context_dir = match &context {
-                Some(c) => c.path(),
-                None => {
-                    empty_context = self.store.scratch_dir("context")?;
-                    empty_context.path()
-                }
-            };
+            let context = self.recipe_context(pkg).await?;
             let (layer, env) = self
-                .run_recipe(pkg, &layers, &config, context_dir, events)
+                .run_recipe(pkg, &layers, &config, context.path(), events)
                 .await?;
             self.meta.cache_put(&key, layers.last(), layer.as_ref())?;
             Ok(BuiltPackage {
@@ -469,15 +458,6 @@ impl Platform {
                 layer,
                 env,
             })
-        })
-    }
-
-    fn cached_package_layer(&self, key: &str) -> Result<Option<Option<Digest>>, ControlError> {
-        Ok(match self.meta.cache_get(key)? {
-            Some(Some(layer)) if self.store.has_layer(&layer) => Some(Some(layer)),
-            Some(Some(_)) => None,
-            Some(None) => Some(None),
-            None => None,
         })
     }
 
@@ -570,10 +550,7 @@ impl Platform {
     async fn store_context(self: &Arc<Self>, tar: &Path) -> Result<Digest, ControlError> {
         let platform = Arc::clone(self);
         let tar = tar.to_path_buf();
-        let limits = ArchiveLimits {
-            max_bytes: self.settings.max_context_bytes,
-            ..ArchiveLimits::default()
-        };
+        let limits = self.context_limits();
         blocking(move || -> Result<Digest, ControlError> {
             let check = platform.store.scratch_dir("context")?;
             unpack_context(&tar, check.path(), &limits)?;
@@ -585,27 +562,40 @@ impl Platform {
         .await
     }
 
-    async fn unpack_context_blob(
+    /// A recipe's COPY context unpacked into a scratch dir (an empty one when it has none).
+    pub(crate) async fn recipe_context(
         self: &Arc<Self>,
-        blob: &Digest,
+        pkg: &PackageRecord,
     ) -> Result<strata_store::ScratchDir, ControlError> {
         let platform = Arc::clone(self);
-        let blob = blob.clone();
-        let limits = ArchiveLimits {
-            max_bytes: self.settings.max_context_bytes,
-            ..ArchiveLimits::default()
-        };
+        let blob = pkg.context.clone();
+        let limits = self.context_limits();
         blocking(move || -> Result<strata_store::ScratchDir, ControlError> {
             let dir = platform.store.scratch_dir("context")?;
-            let path = platform.store.blob_path(&blob);
-            unpack_context(&path, dir.path(), &limits)?;
+            if let Some(blob) = blob {
+                let path = platform.store.blob_path(&blob);
+                unpack_context(&path, dir.path(), &limits)?;
+            }
             Ok(dir)
         })
         .await
     }
+
+    /// The limits an uploaded build or package context is unpacked with.
+    pub(crate) fn context_limits(&self) -> ArchiveLimits {
+        ArchiveLimits {
+            max_bytes: self.settings.max_context_bytes,
+            ..ArchiveLimits::default()
+        }
+    }
 }
 
-fn unpack_context(tar: &Path, dest: &Path, limits: &ArchiveLimits) -> Result<(), ControlError> {
+/// Unpacks a (possibly compressed) context tar into `dest`: no device nodes, owners not kept.
+pub(crate) fn unpack_context(
+    tar: &Path,
+    dest: &Path,
+    limits: &ArchiveLimits,
+) -> Result<(), ControlError> {
     let file = std::fs::File::open(tar).map_err(|e| ControlError::io("open context", e))?;
     let mut reader = strata_store::archive::open_maybe_compressed(Box::new(file))?;
     strata_store::archive::extract_tar(

@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 use strata_meta::{NewRuntime, RuntimeRecord};
-use strata_store::archive::{ExtractOptions, Limits as ArchiveLimits, Whiteouts};
 use strata_types::api::{CreateRuntimeSpec, RuntimeInfo};
 use strata_types::{validate_name, Digest, Resources, RuntimeRef};
 
@@ -44,27 +43,8 @@ impl Platform {
         if let Some(tar) = context {
             let tar = tar.to_path_buf();
             let dest = ctx.path().to_path_buf();
-            let limits = ArchiveLimits {
-                max_bytes: self.settings.max_context_bytes,
-                ..ArchiveLimits::default()
-            };
-            blocking(move || -> Result<(), ControlError> {
-                let file = std::fs::File::open(&tar)
-                    .map_err(|e| ControlError::io("open build context", e))?;
-                let mut reader = strata_store::archive::open_maybe_compressed(Box::new(file))?;
-                strata_store::archive::extract_tar(
-                    &mut reader,
-                    &dest,
-                    Whiteouts::Keep,
-                    &ExtractOptions {
-                        skip_device_nodes: true,
-                        preserve_owner: false,
-                    },
-                    &limits,
-                )?;
-                Ok(())
-            })
-            .await?;
+            let limits = self.context_limits();
+            blocking(move || crate::packages::unpack_context(&tar, &dest, &limits)).await?;
         }
         let steps: usize = plan
             .needed_stages()
