@@ -208,9 +208,9 @@ impl Platform {
     }
 
     fn package_info(&self, p: PackageRecord) -> Result<PackageInfo, ControlError> {
-        let builds = self
-            .meta
-            .package_builds(&p.name, &p.version)?
+        let records = self.meta.package_builds(&p.name, &p.version)?;
+        let env = records.first().map(|b| b.env.clone()).unwrap_or_default();
+        let builds = records
             .into_iter()
             .map(|b| {
                 let layer = match &b.layer {
@@ -224,13 +224,6 @@ impl Platform {
                 })
             })
             .collect::<Result<Vec<_>, ControlError>>()?;
-        let env = self
-            .meta
-            .package_builds(&p.name, &p.version)?
-            .into_iter()
-            .next()
-            .map(|b| b.env)
-            .unwrap_or_default();
         Ok(PackageInfo {
             used_by: self.meta.package_users(&p.name, &p.version)?,
             name: p.name,
